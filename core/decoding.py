@@ -1,0 +1,201 @@
+"""Decoding shared by every generating task: greedy, sampling (temperature / top-k / top-p) and beam search.
+
+A model that generates implements two methods (see :class:`core.models.Seq2SeqTransformer`):
+
+* ``init_decode_state(..., use_cache=True) -> DecodeState`` computes what is fixed per input once (the
+  encoder memory) and an empty :class:`KVCache`;
+* ``decode_step(tokens, state) -> logits``: ``tokens`` (B, T) is the whole sequence so far; the model
+  feeds only the positions the cache has not seen (or everything when ``state.cache`` is None) and
+  returns next-token logits (B, V).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .cache import KVCache
+
+__all__ = ["DecodeState", "Decodable", "greedy_search", "sample", "beam_search", "top_k_top_p_filter"]
+
+
+@dataclass
+class DecodeState:
+    """What a decoder needs across steps. Tensors have the batch (or batch x beam) as dim 0."""
+
+    cache: KVCache | None = None
+    memory: Tensor | None = None  # (B, S, d) encoder output
+    memory_padding_mask: Tensor | None = None  # (B, S) True at padding
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    def reorder(self, index: Tensor) -> None:
+        """Keep/duplicate batch rows: index (B',) — used to expand to beams and to follow beam choices."""
+        if self.cache is not None:
+            self.cache.reorder(index)
+        if self.memory is not None:
+            self.memory = self.memory.index_select(0, index)
+        if self.memory_padding_mask is not None:
+            self.memory_padding_mask = self.memory_padding_mask.index_select(0, index)
+        for k, v in self.extras.items():
+            if isinstance(v, Tensor):
+                self.extras[k] = v.index_select(0, index)
+
+
+class Decodable(Protocol):
+    def decode_step(self, tokens: Tensor, state: DecodeState) -> Tensor: ...
+
+
+def top_k_top_p_filter(logits: Tensor, top_k: int | None = None, top_p: float | None = None) -> Tensor:
+    """Set logits outside the top-k and outside the smallest set with cumulative prob >= top_p to -inf."""
+    if top_k is not None and 0 < top_k < logits.size(-1):
+        kth = torch.topk(logits, top_k, dim=-1).values[..., -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p is not None and 0.0 < top_p < 1.0:
+        sorted_logits, sorted_idx = torch.sort(logits, descending=True, dim=-1)
+        cum = sorted_logits.softmax(-1).cumsum(-1)
+        remove = cum - sorted_logits.softmax(-1) >= top_p  # keep the token that crosses top_p
+        remove = remove.scatter(-1, sorted_idx, remove)
+        logits = logits.masked_fill(remove, float("-inf"))
+    return logits
+
+
+@torch.no_grad()
+def _generate(model, state, prefix, max_new_tokens, eos_id, pad_id, choose) -> Tensor:
+    tokens = prefix
+    finished = torch.zeros(prefix.size(0), dtype=torch.bool, device=prefix.device)
+    for _ in range(max_new_tokens):
+        logits = model.decode_step(tokens, state).float()  # (B, V)
+        nxt = choose(logits)  # (B,)
+        if eos_id is not None:
+            nxt = nxt.masked_fill(finished, pad_id)
+            finished |= nxt == eos_id
+        tokens = torch.cat([tokens, nxt[:, None]], dim=1)
+        if eos_id is not None and bool(finished.all()):
+            break
+    return tokens
+
+
+def greedy_search(
+    model: Decodable, state: DecodeState, prefix: Tensor, max_new_tokens: int, eos_id: int | None = None, pad_id: int = 0
+) -> Tensor:
+    """Argmax decoding. prefix (B, T0) long → (B, T0 + n); positions after EOS hold ``pad_id``."""
+    return _generate(model, state, prefix, max_new_tokens, eos_id, pad_id, lambda lg: lg.argmax(-1))
+
+
+def sample(
+    model: Decodable,
+    state: DecodeState,
+    prefix: Tensor,
+    max_new_tokens: int,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    eos_id: int | None = None,
+    pad_id: int = 0,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """Ancestral sampling with temperature, top-k and nucleus (top-p) filtering. Shapes as greedy."""
+    if temperature <= 0:
+        return greedy_search(model, state, prefix, max_new_tokens, eos_id, pad_id)
+
+    def choose(logits: Tensor) -> Tensor:
+        probs = top_k_top_p_filter(logits / temperature, top_k, top_p).softmax(-1)
+        if generator is not None and generator.device != probs.device:
+            return torch.multinomial(probs.cpu(), 1, generator=generator).squeeze(1).to(probs.device)
+        return torch.multinomial(probs, 1, generator=generator).squeeze(1)
+
+    return _generate(model, state, prefix, max_new_tokens, eos_id, pad_id, choose)
+
+
+@torch.no_grad()
+def beam_search(
+    model: Decodable,
+    state: DecodeState,
+    prefix: Tensor,
+    beam_size: int,
+    max_new_tokens: int,
+    eos_id: int,
+    pad_id: int = 0,
+    length_penalty: float = 1.0,
+    return_all: bool = False,
+) -> tuple[Tensor, Tensor] | list[list[tuple[float, Tensor]]]:
+    """Batched beam search over B x K hypotheses, each finishing at its own EOS.
+
+    ``state`` is for the B inputs (memory computed once per input); it is expanded to B*K here.
+    A finished hypothesis of n new tokens (EOS included) scores ``sum log p / n ** length_penalty``
+    (length_penalty 0: raw model score). An input is done when K hypotheses finished (as fairseq).
+
+    Returns:
+        tokens (B, T0 + L) — the best hypothesis per input, padded with ``pad_id`` — and its score (B,);
+        or with ``return_all`` per input the list of (score, new_tokens) sorted best first.
+    """
+    B, T0 = prefix.shape
+    K = beam_size
+    dev = prefix.device
+    state.reorder(torch.arange(B, device=dev).repeat_interleave(K))
+    tokens = prefix.repeat_interleave(K, dim=0)  # (B*K, T0)
+    scores = torch.zeros(B, K, device=dev)
+    scores[:, 1:] = float("-inf")  # all beams start identical: expand from the first only
+    finished: list[list[tuple[float, Tensor]]] = [[] for _ in range(B)]
+    done = torch.zeros(B, dtype=torch.bool)
+    base = torch.arange(B, device=dev)[:, None] * K
+
+    for t in range(max_new_tokens):
+        logp = F.log_softmax(model.decode_step(tokens, state).float(), dim=-1)  # (B*K, V)
+        V = logp.size(-1)
+        cand = (scores[:, :, None] + logp.view(B, K, V)).view(B, K * V)
+        top_scores, top_idx = cand.topk(2 * K, dim=1)  # (B, 2K), best first
+        top_beam, top_tok = top_idx // V, top_idx % V
+        is_eos = top_tok == eos_id
+        # EOS candidates ranked within the top K finish their hypothesis.
+        eos_hits = (is_eos[:, :K] & torch.isfinite(top_scores[:, :K])).nonzero().tolist()
+        n_new = t + 1
+        for b, j in eos_hits:
+            if done[b] or len(finished[b]) >= K:
+                continue
+            src = int(base[b, 0] + top_beam[b, j])
+            raw = float(top_scores[b, j])
+            seq = torch.cat([tokens[src, T0:], top_tok[b, j : j + 1]])
+            finished[b].append((raw / (n_new**length_penalty) if length_penalty else raw, seq))
+        for b in range(B):
+            if not done[b] and len(finished[b]) >= K:
+                done[b] = True
+        if bool(done.all()):
+            break
+        # The K best non-EOS candidates continue.
+        order = torch.where(is_eos, 2 * K + torch.arange(2 * K, device=dev), torch.arange(2 * K, device=dev))
+        keep = order.argsort(dim=1)[:, :K]  # (B, K)
+        sel_beam, sel_tok = top_beam.gather(1, keep), top_tok.gather(1, keep)
+        scores = top_scores.gather(1, keep)
+        scores[done.to(dev)] = float("-inf")
+        flat = (base + sel_beam).view(-1)
+        state.reorder(flat)
+        tokens = torch.cat([tokens.index_select(0, flat), sel_tok.view(-1, 1)], dim=1)
+    else:
+        n_new = max_new_tokens
+        for b in range(B):
+            if done[b]:
+                continue
+            for k in range(K):
+                raw = float(scores[b, k])
+                if raw == float("-inf") or len(finished[b]) >= K:
+                    continue
+                seq = tokens[b * K + k, T0:]
+                finished[b].append((raw / (n_new**length_penalty) if length_penalty else raw, seq))
+
+    for hyps in finished:
+        hyps.sort(key=lambda h: -h[0])
+    if return_all:
+        return finished
+    L = max(len(h[0][1]) for h in finished)
+    out = torch.full((B, T0 + L), pad_id, dtype=prefix.dtype, device=dev)
+    out[:, :T0] = prefix
+    best = torch.empty(B, device=dev)
+    for b, hyps in enumerate(finished):
+        s, seq = hyps[0]
+        out[b, T0 : T0 + len(seq)] = seq
+        best[b] = s
+    return out, best

@@ -1,0 +1,117 @@
+"""Process-level set-up: seeding, device choice, mixed precision, BLAS threads and RNG snapshots."""
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+from typing import Any, ContextManager, Iterator
+
+import numpy as np
+import torch
+
+from .errors import ConfigError
+
+__all__ = [
+    "PRECISIONS", "seed_everything", "resolve_device", "autocast", "limit_blas_threads",
+    "rng_state", "set_rng_state",
+]
+
+PRECISIONS = ("fp32", "bf16")
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python's ``random``, NumPy's global generator and torch (CPU and every CUDA device)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)  # also seeds all CUDA devices
+
+
+def resolve_device(name: str | torch.device = "auto") -> torch.device:
+    """``"auto"`` (CUDA if available, else CPU), ``"cpu"``, ``"cuda"``, ``"cuda:1"`` or ``"mps"``.
+
+    Under ``torchrun`` with CUDA, ``"auto"``/``"cuda"`` mean this process's ``LOCAL_RANK`` GPU.
+    """
+    if isinstance(name, torch.device):
+        return name
+    name = name.strip().lower()
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        device = torch.device(name)
+    except RuntimeError as e:
+        raise ConfigError(f"unknown device {name!r}; use auto, cpu, cuda, cuda:N or mps") from e
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(f"device {name!r} requested but CUDA is not available; use --device cpu")
+        if device.index is None:
+            device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+        if device.index >= torch.cuda.device_count():
+            raise ConfigError(f"device {name!r} requested but only {torch.cuda.device_count()} GPU(s) exist")
+    elif device.type == "mps":
+        if not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
+            raise ConfigError("device 'mps' requested but MPS is not available; use --device cpu")
+    elif device.type != "cpu":
+        raise ConfigError(f"unsupported device {name!r}; use auto, cpu, cuda, cuda:N or mps")
+    return device
+
+
+def autocast(device: torch.device, precision: str = "fp32") -> ContextManager[Any]:
+    """Mixed-precision context: ``"fp32"`` -> no-op, ``"bf16"`` -> ``torch.autocast(bfloat16)``."""
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    if precision == "bf16":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    raise ConfigError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
+
+
+@contextlib.contextmanager
+def limit_blas_threads(n: int = 1) -> Iterator[None]:
+    """Limit NumPy's (and SciPy's) BLAS thread pools to ``n`` inside the block.
+
+    Idle OpenBLAS threads spinning beside torch's own pool steal cores from its matmuls. torch's
+    bundled BLAS and OpenMP pools are left alone.
+    """
+    try:
+        from threadpoolctl import ThreadpoolController
+    except ImportError:  # optional: just run unlimited
+        yield
+        return
+    torch_dir = os.path.dirname(torch.__file__)
+    controller = ThreadpoolController()
+    limits = {lib.prefix: n for lib in controller.lib_controllers
+              if lib.user_api == "blas" and not lib.filepath.startswith(torch_dir)}
+    if not limits:
+        yield
+        return
+    with controller.limit(limits=limits):
+        yield
+
+
+def rng_state() -> dict[str, Any]:
+    """Python, NumPy, torch (and CUDA) RNG states as tensors/ints/floats: safe for ``weights_only``."""
+    version, mt, gauss = random.getstate()
+    kind, keys, pos, has_gauss, cached = np.random.get_state(legacy=True)
+    state: dict[str, Any] = {
+        "python": {"version": int(version), "state": torch.tensor(mt, dtype=torch.int64),
+                   "gauss": None if gauss is None else float(gauss)},
+        "numpy": {"kind": str(kind), "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                  "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore a snapshot from :func:`rng_state`."""
+    py = state["python"]
+    random.setstate((py["version"], tuple(int(x) for x in py["state"].tolist()), py["gauss"]))
+    npy = state["numpy"]
+    np.random.set_state((npy["kind"], npy["keys"].numpy().astype(np.uint32), npy["pos"],
+                         npy["has_gauss"], npy["cached_gaussian"]))
+    torch.set_rng_state(state["torch"].cpu())
+    if "cuda" in state and torch.cuda.is_available():
+        cuda = state["cuda"]
+        if len(cuda) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all([s.cpu() for s in cuda])
