@@ -1,0 +1,153 @@
+"""Data plumbing shared by every task: tables from files or the Hugging Face hub, column checks,
+seeded splits and length-bucketed batching. Errors name the file, column and what was expected."""
+from __future__ import annotations
+
+import gzip
+import random
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence
+
+from .errors import DataError
+
+__all__ = [
+    "TABLE_SUFFIXES", "load_table", "require_columns", "seeded_split", "read_lines", "bucket_batches",
+    "is_hub_name",
+]
+
+TABLE_SUFFIXES = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
+
+
+def _suffix(path: Path) -> str:
+    suffixes = [s.lower() for s in path.suffixes]
+    if suffixes and suffixes[-1] in (".gz", ".bz2", ".xz", ".zst"):
+        suffixes = suffixes[:-1]
+    return suffixes[-1] if suffixes else ""
+
+
+def is_hub_name(source: str) -> bool:
+    """A string that is no local path and looks like ``name`` or ``org/name`` on the Hugging Face hub."""
+    p = Path(source)
+    if p.exists() or p.suffix or source.startswith((".", "/", "~")):
+        return False
+    return source.count("/") <= 1 and all(part for part in source.split("/"))
+
+
+def load_table(source: str | Path, what: str = "--data", split: str = "train", hub_config: str | None = None):
+    """Read a CSV / TSV / JSON / JSONL / Parquet file (gzip accepted) or a hub dataset into a
+    ``datasets.Dataset``. Raises :class:`DataError` for a missing, unreadable, empty or unknown source."""
+    import datasets
+
+    source = str(source)
+    path = Path(source).expanduser()
+    datasets.logging.set_verbosity_error()
+    datasets.disable_progress_bars()
+    if not path.exists():
+        if not is_hub_name(source):
+            raise DataError(f"{what}: file not found: {source}")
+        try:
+            ds = datasets.load_dataset(source, hub_config, split=split)
+        except Exception as e:  # noqa: BLE001 - offline, unknown name, missing split ...
+            raise DataError(f"{what}: cannot load Hugging Face dataset {source!r} split {split!r} "
+                            f"({type(e).__name__}: {str(e).splitlines()[0][:200]})") from None
+    else:
+        if path.is_dir():
+            raise DataError(f"{what}: {path} is a folder; expected a .csv, .tsv, .json, .jsonl or .parquet file")
+        kind = TABLE_SUFFIXES.get(_suffix(path))
+        if kind is None:
+            raise DataError(f"{what}: {path}: unsupported file type {''.join(path.suffixes)!r}; "
+                            f"expected one of {', '.join(TABLE_SUFFIXES)}")
+        if path.stat().st_size == 0:
+            raise DataError(f"{what}: {path} is empty")
+        kw: dict[str, Any] = {}
+        if kind == "csv":
+            kw = {"delimiter": "\t" if _suffix(path) == ".tsv" else ",", "quoting": 3 if _suffix(path) == ".tsv" else 0}
+        try:
+            ds = datasets.load_dataset(kind, data_files=str(path), split="train", **kw)
+        except UnicodeDecodeError as e:
+            raise DataError(f"{what}: {path} is not valid UTF-8 text (byte {e.start}: {e.reason})") from None
+        except Exception as e:  # noqa: BLE001 - parse errors from pandas / arrow
+            cause = e
+            while cause.__cause__ is not None or cause.__context__ is not None:
+                if isinstance(cause, UnicodeDecodeError):
+                    break
+                cause = cause.__cause__ or cause.__context__
+            if isinstance(cause, UnicodeDecodeError):
+                raise DataError(f"{what}: {path} is not valid UTF-8 text (byte {cause.start}: {cause.reason})") from None
+            raise DataError(f"{what}: cannot parse {path} as {kind.upper()} ({type(cause).__name__}: "
+                            f"{str(cause).splitlines()[0][:200] if str(cause) else ''})") from None
+    if len(ds) == 0:
+        raise DataError(f"{what}: {source} has no rows")
+    return ds
+
+
+def require_columns(ds, columns: dict[str, str], source: str, what: str = "--data") -> None:
+    """``columns`` maps a column name to the option that names it, e.g. {"text": "--text-column"}."""
+    have = list(ds.column_names)
+    for col, option in columns.items():
+        if col not in have:
+            raise DataError(f"{what} {source}: no column {col!r} (columns: {', '.join(have)}); "
+                            f"name the right one with {option}")
+
+
+def seeded_split(n: int, fractions: Sequence[float], seed: int) -> list[list[int]]:
+    """Shuffle range(n) with ``seed`` and cut it into len(fractions)+1 parts: the first part takes
+    what the fractions leave. E.g. fractions (0.1, 0.1) → train 80 %, valid 10 %, test 10 %."""
+    idx = list(range(n))
+    random.Random(seed).shuffle(idx)
+    sizes = [int(round(f * n)) for f in fractions]
+    first = n - sum(sizes)
+    if first <= 0:
+        raise DataError(f"split fractions {list(fractions)} leave no training examples out of {n}")
+    parts, start = [idx[:first]], first
+    for s in sizes:
+        parts.append(idx[start : start + s])
+        start += s
+    return parts
+
+
+def read_lines(path: str | Path, what: str) -> list[str]:
+    """Lines of a UTF-8 text file (``.gz`` accepted), without trailing newlines."""
+    p = Path(path)
+    if not p.is_file():
+        raise DataError(f"{what}: file not found: {p}")
+    opener: Callable = gzip.open if p.suffix == ".gz" else open
+    try:
+        with opener(p, "rt", encoding="utf-8") as f:
+            lines = [line.rstrip("\r\n") for line in f]
+    except UnicodeDecodeError as e:
+        raise DataError(f"{what}: {p} is not valid UTF-8 text (byte {e.start}: {e.reason})") from None
+    except (OSError, EOFError) as e:
+        raise DataError(f"{what}: cannot read {p} ({e})") from None
+    return lines
+
+
+def bucket_batches(lengths: Sequence[int], batch_size: int, seed: int, epoch: int, max_tokens: int | None = None,
+                   shuffle: bool = True) -> Iterable[list[int]]:
+    """Batches of indices with similar lengths (less padding), order a pure function of (seed, epoch).
+
+    Sorts within windows of 100 batches, cuts batches of ``batch_size`` (or of at most ``max_tokens``
+    padded tokens), then shuffles the batch order.
+    """
+    rng = random.Random(seed * 100_003 + epoch)
+    idx = list(range(len(lengths)))
+    if shuffle:
+        rng.shuffle(idx)
+    window = batch_size * 100
+    batches: list[list[int]] = []
+    for w in range(0, len(idx), window):
+        chunk = sorted(idx[w : w + window], key=lambda i: lengths[i])
+        cur: list[int] = []
+        longest = 0
+        for i in chunk:
+            longest_new = max(longest, lengths[i])
+            full = len(cur) >= batch_size or (max_tokens is not None and cur and longest_new * (len(cur) + 1) > max_tokens)
+            if full:
+                batches.append(cur)
+                cur, longest_new = [], lengths[i]
+            cur.append(i)
+            longest = longest_new
+        if cur:
+            batches.append(cur)
+    if shuffle:
+        rng.shuffle(batches)
+    return batches

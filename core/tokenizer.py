@@ -1,0 +1,149 @@
+"""Text tokenizers trained with the ``tokenizers`` library (BPE, WordPiece, characters) or loaded
+from a Hugging Face ``tokenizer.json`` / ``vocab.txt``. One class for every text task."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Iterable, Literal, Sequence
+
+from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+
+from .errors import ConfigError
+
+__all__ = ["TextTokenizer", "train_tokenizer", "SPECIAL_TOKENS"]
+
+# Fixed ids for every tokenizer trained here: <pad>=0, <unk>=1, <s>=2 (BOS/CLS), </s>=3 (EOS/SEP), <mask>=4.
+SPECIAL_TOKENS = ["<pad>", "<unk>", "<s>", "</s>", "<mask>"]
+
+
+class TextTokenizer:
+    """A ``tokenizers.Tokenizer`` plus the ids of its special tokens."""
+
+    def __init__(self, tok: Tokenizer, pad: str = "<pad>", unk: str = "<unk>", bos: str = "<s>", eos: str = "</s>",
+                 mask: str = "<mask>") -> None:
+        self.tok = tok
+        self.names = {"pad": pad, "unk": unk, "bos": bos, "eos": eos, "mask": mask}
+
+    def _id(self, key: str) -> int | None:
+        return self.tok.token_to_id(self.names[key])
+
+    pad_id = property(lambda self: self._id("pad") or 0)
+    unk_id = property(lambda self: self._id("unk"))
+    bos_id = property(lambda self: self._id("bos"))
+    eos_id = property(lambda self: self._id("eos"))
+    mask_id = property(lambda self: self._id("mask"))
+
+    @property
+    def vocab_size(self) -> int:
+        return self.tok.get_vocab_size()
+
+    def encode(self, text: str, add_bos: bool = False, add_eos: bool = False, max_len: int | None = None) -> list[int]:
+        return self.encode_batch([text], add_bos, add_eos, max_len)[0]
+
+    def encode_batch(self, texts: Sequence[str], add_bos: bool = False, add_eos: bool = False,
+                     max_len: int | None = None) -> list[list[int]]:
+        """Token ids per text, optionally wrapped in BOS/EOS and truncated to ``max_len`` (EOS kept)."""
+        out = []
+        bos, eos = self.bos_id, self.eos_id
+        for enc in self.tok.encode_batch(list(texts), add_special_tokens=False):
+            ids = enc.ids
+            limit = None if max_len is None else max_len - int(add_bos) - int(add_eos)
+            if limit is not None:
+                ids = ids[: max(limit, 0)]
+            out.append(([bos] if add_bos else []) + ids + ([eos] if add_eos else []))
+        return out
+
+    def decode(self, ids: Sequence[int], skip_special: bool = True) -> str:
+        return self.tok.decode(list(ids), skip_special_tokens=skip_special)
+
+    def decode_batch(self, batch: Sequence[Sequence[int]], skip_special: bool = True) -> list[str]:
+        return self.tok.decode_batch([list(x) for x in batch], skip_special_tokens=skip_special)
+
+    def save(self, path: str | Path) -> None:
+        from .checkpoint import atomic_write_text
+
+        path = Path(path)
+        atomic_write_text(path, self.tok.to_str())
+        atomic_write_text(path.with_suffix(".special.json"), json.dumps(self.names))
+
+    @classmethod
+    def load(cls, path: str | Path) -> "TextTokenizer":
+        """Load a ``tokenizer.json`` (ours or a Hugging Face one) or a BERT ``vocab.txt``."""
+        path = Path(path)
+        if path.is_dir():
+            for name in ("tokenizer.json", "vocab.txt"):
+                if (path / name).is_file():
+                    return cls.load(path / name)
+            raise ConfigError(f"no tokenizer.json or vocab.txt in {path}")
+        if not path.is_file():
+            raise ConfigError(f"tokenizer file not found: {path}")
+        if path.suffix == ".txt":
+            return cls._from_vocab_txt(path)
+        tok = Tokenizer.from_file(str(path))
+        special = path.with_suffix(".special.json")
+        if special.is_file():
+            return cls(tok, **json.loads(special.read_text()))
+        return cls(tok, **_guess_specials(tok))
+
+    @classmethod
+    def _from_vocab_txt(cls, path: Path, lowercase: bool = True) -> "TextTokenizer":
+        vocab = {w: i for i, w in enumerate(path.read_text(encoding="utf-8").splitlines())}
+        tok = Tokenizer(models.WordPiece(vocab, unk_token="[UNK]"))
+        tok.normalizer = normalizers.BertNormalizer(lowercase=lowercase)
+        tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+        tok.decoder = decoders.WordPiece()
+        return cls(tok, **_guess_specials(tok))
+
+
+def _guess_specials(tok: Tokenizer) -> dict[str, str]:
+    vocab = tok.get_vocab()
+    pick = lambda *c: next((x for x in c if x in vocab), c[0])  # noqa: E731
+    return {"pad": pick("[PAD]", "<pad>", "<|endoftext|>"), "unk": pick("[UNK]", "<unk>", "<|endoftext|>"),
+            "bos": pick("[CLS]", "<s>", "<|endoftext|>"), "eos": pick("[SEP]", "</s>", "<|endoftext|>"),
+            "mask": pick("[MASK]", "<mask>")}
+
+
+def train_tokenizer(
+    texts: Iterable[str],
+    kind: Literal["bpe", "wordpiece", "char", "word"] = "bpe",
+    vocab_size: int = 8000,
+    lowercase: bool = False,
+    min_frequency: int = 2,
+) -> TextTokenizer:
+    """Train a tokenizer on ``texts``.
+
+    bpe: SentencePiece-style BPE (Metaspace), exact round trip, for translation and generation.
+    wordpiece: BERT-style (punctuation split, ## continuations), for classification.
+    char: one token per character (vocab = every character seen). word: whole words.
+    """
+    texts = list(texts)
+    if kind == "char":
+        chars = sorted({c for t in texts for c in t})
+        vocab = {s: i for i, s in enumerate(SPECIAL_TOKENS)}
+        for c in chars:
+            vocab.setdefault(c, len(vocab))
+        tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+        tok.pre_tokenizer = pre_tokenizers.Split("", behavior="isolated")
+        tok.decoder = decoders.Fuse()
+        tok.add_special_tokens(SPECIAL_TOKENS)
+        return TextTokenizer(tok)
+    if kind == "bpe":
+        tok = Tokenizer(models.BPE(unk_token="<unk>"))
+        tok.pre_tokenizer = pre_tokenizers.Metaspace()
+        tok.decoder = decoders.Metaspace()
+        trainer = trainers.BpeTrainer(vocab_size=vocab_size, min_frequency=min_frequency, special_tokens=SPECIAL_TOKENS)
+    elif kind == "wordpiece":
+        tok = Tokenizer(models.WordPiece(unk_token="<unk>"))
+        tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+        tok.decoder = decoders.WordPiece()
+        trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, min_frequency=min_frequency, special_tokens=SPECIAL_TOKENS)
+    elif kind == "word":
+        tok = Tokenizer(models.WordLevel(unk_token="<unk>"))
+        tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+        trainer = trainers.WordLevelTrainer(vocab_size=vocab_size, min_frequency=min_frequency, special_tokens=SPECIAL_TOKENS)
+    else:
+        raise ConfigError(f"tokenizer kind must be bpe, wordpiece, char or word, got {kind!r}")
+    norm = [normalizers.NFKC()] + ([normalizers.Lowercase()] if lowercase else [])
+    tok.normalizer = normalizers.Sequence(norm)
+    tok.train_from_iterator(texts, trainer=trainer, length=len(texts))
+    return TextTokenizer(tok)

@@ -1,0 +1,128 @@
+"""The task interface: what a domain implements so that the shared CLI, Trainer and compare can run it.
+
+A task owns its data adapters, head, loss, decoding glue and metrics. The engine owns the rest.
+Lifecycle of ``panformer train``::
+
+    task = Task(args)              # args: merged DataArguments + TrainingArguments + task.Arguments
+    task.load_data()               # read/validate every split -> self.splits; raise DataError on bad input
+    task.fit_assets()              # tokenizers, label maps, vocabularies from the train split
+    model = task.build_model()     # from args + assets (also used to reload a run)
+    Trainer(model, targs, task.train_dataset(), task.collate, task.loss, eval_fn=...).train()
+    metrics = task.evaluate(model, "test", out_dir=run_dir)
+
+``evaluate`` and ``predict`` reload a run: ``load_assets(run_dir)`` then ``build_model()`` and the
+weights in ``model.safetensors``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, ClassVar, Iterable
+
+from torch import Tensor, nn
+from torch.utils.data import Dataset
+
+__all__ = ["Task", "DataArguments", "RunArguments", "ListDataset"]
+
+
+@dataclass
+class DataArguments:
+    """Options about input data that every task accepts."""
+
+    data: str | None = field(default=None, metadata={"help": "training data: a file, folder or Hugging Face dataset name; built-in data when omitted"})
+    valid_data: str | None = field(default=None, metadata={"help": "validation data (default: a seeded split of --data)"})
+    test_data: str | None = field(default=None, metadata={"help": "test data (default: a seeded split of --data)"})
+    valid_fraction: float = field(default=0.1, metadata={"help": "fraction of --data held out for validation when --valid-data is absent"})
+    test_fraction: float = field(default=0.1, metadata={"help": "fraction of --data held out for testing when --test-data is absent"})
+    max_examples: int | None = field(default=None, metadata={"help": "use at most this many training examples"})
+
+
+@dataclass
+class RunArguments:
+    """Where the run goes and how options are layered."""
+
+    out: str | None = field(default=None, metadata={"help": "run directory (default: runs/<task>-<timestamp>)"})
+    overwrite: bool = field(default=False, metadata={"help": "replace an existing run directory"})
+    config: str | None = field(default=None, metadata={"help": "YAML or JSON file of options; flags override it"})
+    quick: bool = field(default=False, metadata={"help": "a tiny model and few steps, for smoke runs"})
+
+
+class ListDataset(Dataset):
+    """A map-style dataset over a list of examples."""
+
+    def __init__(self, items: list[Any]) -> None:
+        self.items = items
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int) -> Any:
+        return self.items[i]
+
+
+class Task:
+    """Base class of a domain. Subclasses set the class attributes and override the hooks."""
+
+    name: ClassVar[str]
+    summary: ClassVar[str]
+    Arguments: ClassVar[type]  # dataclass of task options (model size, columns, tokenizer, ...)
+    defaults: ClassVar[dict[str, Any]] = {}  # overrides of any default (TrainingArguments too)
+    quick: ClassVar[dict[str, Any]] = {}  # overrides applied by --quick
+    main_metric: ClassVar[str] = "loss"  # the validation metric that picks the best checkpoint
+    predict_help: ClassVar[str] = "INPUT... the inputs to predict"
+
+    def __init__(self, args: Any) -> None:
+        self.args = args  # a namespace with every resolved option
+        self.splits: dict[str, Any] = {}
+
+    # -- data -------------------------------------------------------------------------------------
+    def load_data(self) -> None:
+        """Read and validate the train/valid/test splits into ``self.splits``."""
+        raise NotImplementedError
+
+    def fit_assets(self) -> None:
+        """Fit tokenizers / label maps on ``self.splits['train']``."""
+
+    def save_assets(self, run_dir: Path) -> None:
+        """Write what ``build_model`` and ``predict`` need besides weights (tokenizer.json, labels.json)."""
+
+    def load_assets(self, run_dir: Path) -> None:
+        """Inverse of ``save_assets``."""
+
+    def train_dataset(self) -> Dataset:
+        raise NotImplementedError
+
+    def collate(self, examples: list[Any]) -> dict[str, Tensor]:
+        raise NotImplementedError
+
+    def batch_sampler_fn(self) -> Callable[[int, int], Iterable[list[int]]] | None:
+        """Optional: (epoch, seed) -> batches of indices (e.g. length bucketing)."""
+        return None
+
+    # -- model ------------------------------------------------------------------------------------
+    def build_model(self) -> nn.Module:
+        raise NotImplementedError
+
+    def loss(self, model: nn.Module, batch: dict[str, Tensor]) -> Tensor | tuple[Tensor, dict[str, float]]:
+        raise NotImplementedError
+
+    def load_pretrained(self, model: nn.Module) -> None:
+        """Optional: initialise from published weights (``--pretrained``)."""
+
+    # -- results ----------------------------------------------------------------------------------
+    def evaluate(self, model: nn.Module, split: str = "valid", out_dir: Path | None = None) -> dict[str, float]:
+        """Metrics dict on a split; with ``out_dir`` also write pictures (confusion matrix, maps...)."""
+        raise NotImplementedError
+
+    def predict(self, model: nn.Module, inputs: list[str]) -> list[Any]:
+        """Predictions for raw user inputs (text, file paths, ids), one per input, JSON-serialisable."""
+        raise NotImplementedError
+
+    def baseline(self, out_dir: Path | None = None) -> dict[str, Any] | None:
+        """Optional: a classical baseline (sklearn) on the same split, for ``--baseline`` and compare."""
+        return None
+
+    def describe_data(self) -> str:
+        """One line naming the dataset, for logs and reports."""
+        sizes = ", ".join(f"{k} {len(v):,}" for k, v in self.splits.items() if v is not None and hasattr(v, "__len__"))
+        return f"{self.name}: {sizes}"

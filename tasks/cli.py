@@ -1,0 +1,243 @@
+"""The ``panformer`` command line: ``tasks``, ``train``, ``evaluate``, ``predict`` (and ``compare``).
+
+Every option is generated from a dataclass (HF-style): :class:`tasks.base.DataArguments`,
+:class:`core.trainer.TrainingArguments`, :class:`tasks.base.RunArguments` and the task's own
+``Arguments``. Problems with the user's input end with one ``panformer: error: ...`` line, exit 2.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any, Sequence
+
+from core.checkpoint import atomic_write_json, load_weights
+from core.cli_args import add_dataclass_arguments, load_config_file, resolve_arguments
+from core.errors import ConfigError, DataError, PanformerError
+from core.models import count_parameters
+from core.trainer import Trainer, TrainingArguments
+
+from . import available_tasks, get_task
+from .base import DataArguments, RunArguments
+
+__all__ = ["main", "train", "load_run"]
+
+PROG = "panformer"
+
+
+def _task_parser(task_cls: type, command: str, defaults: dict[str, Any]) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=f"{PROG} {command} {task_cls.name}", description=task_cls.summary)
+    if command == "train":
+        add_dataclass_arguments(p, DataArguments, "data", defaults)
+        add_dataclass_arguments(p, TrainingArguments, "training", defaults)
+        add_dataclass_arguments(p, RunArguments, "run", defaults)
+        add_dataclass_arguments(p, task_cls.Arguments, f"{task_cls.name} options", defaults)
+    else:
+        p.add_argument("--run", required=True, help="a run directory written by `panformer train`")
+        p.add_argument("--device", default="auto", help="cpu | cuda | auto (default: auto)")
+        if command == "evaluate":
+            add_dataclass_arguments(p, DataArguments, "data (default: the run's own data)", {})
+            p.add_argument("--split", default="test", choices=["train", "valid", "test"], help="split to evaluate (default: test)")
+            p.add_argument("--out", default=None, help="write metrics.json and pictures here (default: print only)")
+        else:
+            p.add_argument("inputs", nargs="*", help=task_cls.predict_help)
+            p.add_argument("--input-file", default=None, help="read inputs from this file, one per line")
+            add_dataclass_arguments(p, task_cls.Arguments, f"{task_cls.name} options", {},
+                                    skip=set(getattr(task_cls, "model_fields", ())))
+    return p
+
+
+def resolve_train_args(task_cls: type, argv: Sequence[str], recipe_defaults: dict[str, Any] | None = None):
+    parser = _task_parser(task_cls, "train", {**task_cls.defaults, **(recipe_defaults or {})})
+    given = vars(parser.parse_args(list(argv)))
+    config_layer = load_config_file(given["config"]) if given.get("config") else {}
+    quick = given.get("quick", config_layer.get("quick", (recipe_defaults or {}).get("quick", False)))
+    layers = [task_cls.defaults, recipe_defaults or {}]
+    if quick:
+        layers.append(task_cls.quick)
+    layers.append(config_layer)
+    classes = [DataArguments, TrainingArguments, RunArguments, task_cls.Arguments]
+    parts = resolve_arguments(classes, given, layers)
+    merged: dict[str, Any] = {}
+    for part in parts:
+        merged.update(asdict(part))
+    return SimpleNamespace(**merged), parts[1]
+
+
+def _new_run_dir(task_name: str, out: str | None, overwrite: bool, resume: bool) -> tuple[Path, bool]:
+    run_dir = Path(out) if out else Path("runs") / f"{task_name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    if resume:
+        if not (run_dir / "checkpoint").is_dir():
+            raise ConfigError(f"--resume: no checkpoint in {run_dir}/checkpoint to resume from")
+        return run_dir, False
+    if run_dir.exists() and any(run_dir.iterdir()):
+        if not overwrite:
+            raise ConfigError(f"run directory {run_dir} exists and is not empty; pass --overwrite or another --out")
+        shutil.rmtree(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    return run_dir, True
+
+
+def _log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def train(task_name: str, argv: Sequence[str] = (), recipe_defaults: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Run ``panformer train TASK argv...``; returns the metrics written to ``metrics.json``."""
+    task_cls = get_task(task_name)
+    args, targs = resolve_train_args(task_cls, argv, recipe_defaults)
+    task = task_cls(args)
+    t0 = time.time()
+    task.load_data()  # bad input fails here, before anything is written
+    task.fit_assets()
+    _log(f"[{PROG}] {task.describe_data()}")
+    run_dir, created = _new_run_dir(task_name, args.out, args.overwrite, targs.resume)
+    try:
+        atomic_write_json(run_dir / "config.json", {"task": task_name, "args": vars(args)})
+        (run_dir / "assets").mkdir(exist_ok=True)
+        task.save_assets(run_dir / "assets")
+        model = task.build_model()
+        task.load_pretrained(model)
+        n_params = count_parameters(model)
+        _log(f"[{PROG}] model: {n_params:,} parameters; run directory: {run_dir}")
+        trainer = Trainer(model, targs, task.train_dataset(), task.collate, task.loss,
+                          eval_fn=lambda m: task.evaluate(m, "valid"), run_dir=run_dir,
+                          batch_sampler_fn=task.batch_sampler_fn())
+    except BaseException:
+        if created:
+            shutil.rmtree(run_dir, ignore_errors=True)
+        raise
+    summary = trainer.train()
+    model.eval()
+    split = "test" if task.splits.get("test") is not None else "valid"
+    metrics: dict[str, Any] = dict(task.evaluate(model, split, out_dir=run_dir))
+    metrics.update(split=split, num_params=n_params, train_time_s=round(summary.get("train_time_s", 0.0), 2),
+                   train_steps=summary.get("steps"), best_step=summary.get("best_step"),
+                   examples_per_s=summary.get("examples_per_s"), total_time_s=round(time.time() - t0, 2))
+    base = task.baseline(run_dir) if getattr(args, "baseline", False) else None
+    if base:
+        metrics["baseline"] = base
+    atomic_write_json(run_dir / "metrics.json", metrics)
+    _log(f"[{PROG}] {split} metrics: " + json.dumps({k: v for k, v in metrics.items() if isinstance(v, (int, float))}))
+    return metrics
+
+
+def load_run(run: str | Path, device: str = "auto", overrides: dict[str, Any] | None = None):
+    """Rebuild (task, model) from a run directory written by ``train``."""
+    from core.runtime import resolve_device
+
+    run_dir = Path(run)
+    cfg_path = run_dir / "config.json"
+    if not cfg_path.is_file():
+        raise ConfigError(f"--run {run_dir}: no config.json; is this a run directory written by `{PROG} train`?")
+    cfg = json.loads(cfg_path.read_text())
+    task_cls = get_task(cfg["task"])
+    args = dict(cfg["args"])
+    args.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    task = task_cls(SimpleNamespace(**args))
+    task.load_assets(run_dir / "assets")
+    model = task.build_model()
+    weights = run_dir / "model.safetensors"
+    if not weights.is_file():
+        raise ConfigError(f"--run {run_dir}: no model.safetensors (training did not finish?)")
+    load_weights(model, weights)
+    model.to(resolve_device(device)).eval()
+    return task, model
+
+
+def _evaluate(task_name: str, argv: Sequence[str]) -> None:
+    task_cls = get_task(task_name)
+    ns = vars(_task_parser(task_cls, "evaluate", {}).parse_args(list(argv)))
+    data_over = {k: ns[k] for k in ("data", "valid_data", "test_data", "max_examples") if k in ns}
+    task, model = load_run(ns["run"], ns["device"], data_over)
+    task.load_data()
+    split = ns["split"]
+    if task.splits.get(split) is None:
+        raise DataError(f"no {split} split; pass --{split.replace('valid', 'valid')}-data or another --split")
+    out_dir = Path(ns["out"]) if ns.get("out") else None
+    if out_dir:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    metrics = task.evaluate(model, split, out_dir=out_dir)
+    if out_dir:
+        atomic_write_json(out_dir / "metrics.json", metrics)
+    print(json.dumps(metrics, indent=2))
+
+
+def _predict(task_name: str, argv: Sequence[str]) -> None:
+    task_cls = get_task(task_name)
+    ns = vars(_task_parser(task_cls, "predict", {}).parse_args(list(argv)))
+    inputs = list(ns.get("inputs") or [])
+    if ns.get("input_file"):
+        path = Path(ns["input_file"])
+        if not path.is_file():
+            raise DataError(f"--input-file: file not found: {path}")
+        inputs += [line.rstrip("\n") for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    overrides = {k: v for k, v in ns.items() if k not in ("run", "device", "inputs", "input_file")}
+    task, model = load_run(ns["run"], ns["device"], overrides)
+    if not inputs and not getattr(task, "predict_without_inputs", False):
+        raise DataError("nothing to predict: give INPUT arguments or --input-file")
+    for pred in task.predict(model, inputs):
+        print(pred if isinstance(pred, str) else json.dumps(pred, ensure_ascii=False))
+
+
+def _list_tasks() -> None:
+    for name in available_tasks():
+        try:
+            summary = get_task(name).summary
+        except Exception as e:  # noqa: BLE001 - an optional dependency missing for one task
+            summary = f"(unavailable: {type(e).__name__}: {e})"
+        print(f"{name:16s} {summary}")
+
+
+USAGE = f"""usage: {PROG} COMMAND [TASK] [options]
+
+commands:
+  tasks                         list the registered tasks
+  train TASK [options]          train a model; `{PROG} train TASK --help` lists every option
+  evaluate TASK --run DIR       evaluate a trained run (optionally on other --data)
+  predict TASK --run DIR INPUT  predict for raw inputs
+  compare [options]             run several tasks and report them side by side
+"""
+
+
+def main(argv: Sequence[str] | None = None, recipe_defaults: dict[str, Any] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(USAGE)
+        return 0 if argv else 2
+    cmd, rest = argv[0], argv[1:]
+    try:
+        if cmd == "tasks":
+            _list_tasks()
+            return 0
+        if cmd == "compare":
+            from .compare import main as compare_main
+
+            return compare_main(rest)
+        if cmd not in ("train", "evaluate", "predict"):
+            raise ConfigError(f"unknown command {cmd!r}; expected tasks, train, evaluate, predict or compare")
+        if not rest or rest[0].startswith("-"):
+            raise ConfigError(f"`{PROG} {cmd}` needs a TASK: one of {', '.join(available_tasks())}")
+        task_name, rest = rest[0], rest[1:]
+        if cmd == "train":
+            train(task_name, rest, recipe_defaults)
+        elif cmd == "evaluate":
+            _evaluate(task_name, rest)
+        else:
+            _predict(task_name, rest)
+        return 0
+    except PanformerError as e:
+        print(f"{PROG}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted (resume with --resume)", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,255 @@
+"""Sentiment (text) classification: core Encoder + pooled classification head.
+
+Data: built-in movie-review snippets with human ratings (:func:`tasks.builtin_data.movie_review_snippets`),
+SST-2 TSV, any CSV / TSV / JSON / JSONL / Parquet table or Hugging Face dataset with a text and a
+label column. Labels may be strings or integers, two or more classes.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from core import Encoder, TokenEmbedding, TransformerConfig, pool
+from core.data import bucket_batches, load_table, require_columns, seeded_split
+from core.errors import DataError
+from core.metrics import classification_metrics, confusion_matrix_png
+from core.tokenizer import TextTokenizer, train_tokenizer
+
+from . import register
+from .base import ListDataset, Task
+from .builtin_data import movie_review_snippets
+
+__all__ = ["SentimentTask", "SentimentArguments", "TextClassifier"]
+
+TEXT_COLUMNS = ("text", "sentence", "content", "review", "document")
+
+
+@dataclass
+class SentimentArguments:
+    text_column: str | None = field(default=None, metadata={"help": f"text column (default: first of {', '.join(TEXT_COLUMNS)})"})
+    label_column: str = field(default="label", metadata={"help": "label column (strings or integers)"})
+    tokenizer: str = field(default="wordpiece", metadata={"help": "wordpiece | bpe | word | char, trained on the training split"})
+    vocab_size: int = field(default=16000, metadata={"help": "tokenizer vocabulary size"})
+    lowercase: bool = field(default=True, metadata={"help": "lowercase text before tokenizing"})
+    max_len: int = field(default=128, metadata={"help": "truncate texts to this many tokens"})
+    d_model: int = field(default=256, metadata={"help": "model width"})
+    n_heads: int = field(default=4, metadata={"help": "attention heads"})
+    n_layers: int = field(default=4, metadata={"help": "encoder layers"})
+    d_ff: int = field(default=1024, metadata={"help": "feed-forward width"})
+    dropout: float = field(default=0.1, metadata={"help": "dropout on sublayer outputs and embeddings"})
+    norm_first: bool = field(default=True, metadata={"help": "pre-LN (true) or post-LN as in the paper (false)"})
+    positional: str = field(default="learned", metadata={"help": "sinusoidal | learned | none"})
+    pooling: str = field(default="mean", metadata={"help": "mean | max | cls pooling of the encoder output"})
+    baseline: bool = field(default=False, metadata={"help": "also fit TF-IDF + logistic regression on the same split"})
+    pretrained: str | None = field(default=None, metadata={"help": "Hugging Face-format BERT directory to fine-tune (its tokenizer is used)"})
+
+
+class TextClassifier(nn.Module):
+    """ids (B, T) → logits (B, C): token embedding, core Encoder, pooling, linear head."""
+
+    def __init__(self, cfg: TransformerConfig, vocab_size: int, num_classes: int, pad_id: int = 0,
+                 pooling: str = "mean", encoder: nn.Module | None = None) -> None:
+        super().__init__()
+        self.pad_id, self.pooling = pad_id, pooling
+        self.embed = TokenEmbedding(vocab_size, cfg.d_model, pad_id) if encoder is None else None
+        self.encoder = encoder if encoder is not None else Encoder(cfg)
+        self.dropout = nn.Dropout(cfg.dropout)
+        self.head = nn.Linear(cfg.d_model, num_classes)
+
+    def forward(self, ids: Tensor, output_attentions: bool = False):
+        mask = ids.eq(self.pad_id)  # (B, T) True at padding
+        if self.embed is None:  # a pretrained encoder embeds its own ids
+            h = self.encoder(ids, ~mask)
+            maps = None
+        else:
+            out = self.encoder(self.embed(ids), mask, output_attentions=output_attentions)
+            h, maps = out if output_attentions else (out, None)
+        logits = self.head(self.dropout(pool(h, mask, self.pooling)))
+        return (logits, maps) if output_attentions else logits
+
+
+@register
+class SentimentTask(Task):
+    name = "sentiment"
+    summary = "text classification (sentiment): core Encoder + pooled head; accuracy / precision / recall / F1"
+    Arguments = SentimentArguments
+    main_metric = "accuracy"
+    defaults = dict(epochs=10, batch_size=64, lr=5e-4, schedule="cosine", warmup_steps=200, weight_decay=0.05,
+                    metric_for_best="accuracy", label_smoothing=0.0)
+    quick = dict(epochs=1, max_steps=60, d_model=64, n_heads=2, n_layers=1, d_ff=128, vocab_size=2000,
+                 max_examples=3000, batch_size=32, warmup_steps=10, eval_every=30)
+    predict_help = "TEXT... sentences to classify"
+
+    # -- data -------------------------------------------------------------------------------------
+    def _read(self, source: str, what: str) -> tuple[list[str], list[Any]]:
+        a = self.args
+        ds = load_table(source, what)
+        text_col = a.text_column or next((c for c in TEXT_COLUMNS if c in ds.column_names), TEXT_COLUMNS[0])
+        require_columns(ds, {text_col: "--text-column", a.label_column: "--label-column"}, source, what)
+        texts, labels = ds[text_col], ds[a.label_column]
+        for i, (t, y) in enumerate(zip(texts, labels)):
+            if not isinstance(t, str) or not t.strip():
+                raise DataError(f"{what} {source}: row {i + 1}: column {text_col!r} is empty or not text ({t!r})")
+            if y is None or (isinstance(y, float) and y != y):
+                raise DataError(f"{what} {source}: row {i + 1}: column {a.label_column!r} has no label")
+        return list(texts), [y.item() if hasattr(y, "item") else y for y in labels]
+
+    def load_data(self) -> None:
+        a = self.args
+        if a.data is None:
+            texts, labels = movie_review_snippets()
+            self.data_name = "movie-review snippets (Hutto & Gilbert 2014)"
+        else:
+            texts, labels = self._read(a.data, "--data")
+            self.data_name = Path(a.data).name
+        parts: dict[str, tuple[list, list]] = {}
+        fracs = [0.0 if a.valid_data else a.valid_fraction, 0.0 if a.test_data else a.test_fraction]
+        idx = seeded_split(len(texts), fracs, a.seed)
+        for name, ids in zip(("train", "valid", "test"), idx):
+            parts[name] = ([texts[i] for i in ids], [labels[i] for i in ids])
+        if a.valid_data:
+            parts["valid"] = self._read(a.valid_data, "--valid-data")
+        if a.test_data:
+            parts["test"] = self._read(a.test_data, "--test-data")
+        if a.max_examples:
+            parts["train"] = (parts["train"][0][: a.max_examples], parts["train"][1][: a.max_examples])
+        if not parts["train"][0]:
+            raise DataError("no training examples left after splitting; pass more --data")
+        self.splits = {k: v if v[0] else None for k, v in parts.items()}
+        if self.splits["valid"] is None:
+            raise DataError("empty validation split; raise --valid-fraction or pass --valid-data")
+
+    def fit_assets(self) -> None:
+        a = self.args
+        train_texts, train_labels = self.splits["train"]
+        self.labels = sorted(set(train_labels), key=lambda v: (str(type(v)), v))
+        if len(self.labels) < 2:
+            raise DataError(f"training data has a single label ({self.labels[0]!r}); need at least two classes")
+        if a.pretrained:
+            self.tokenizer = TextTokenizer.load(a.pretrained)
+        else:
+            self.tokenizer = train_tokenizer(train_texts, a.tokenizer, a.vocab_size, lowercase=a.lowercase)
+        self._check_labels()
+
+    def _check_labels(self) -> None:
+        index = {v: i for i, v in enumerate(self.labels)}
+        for split in ("valid", "test"):
+            if self.splits.get(split) is None:
+                continue
+            for i, y in enumerate(self.splits[split][1]):
+                if y not in index:
+                    raise DataError(f"{split} data, row {i + 1}: unknown label {y!r}; training labels are {self.labels}")
+
+    def save_assets(self, run_dir: Path) -> None:
+        self.tokenizer.save(run_dir / "tokenizer.json")
+        (run_dir / "labels.json").write_text(json.dumps(self.labels))
+
+    def load_assets(self, run_dir: Path) -> None:
+        self.tokenizer = TextTokenizer.load(run_dir / "tokenizer.json")
+        self.labels = json.loads((run_dir / "labels.json").read_text())
+
+    def _encode(self, split: str) -> list[tuple[list[int], int]]:
+        texts, labels = self.splits[split]
+        index = {v: i for i, v in enumerate(self.labels)}
+        add_bos = self.args.pooling == "cls" or bool(self.args.pretrained)
+        ids = self.tokenizer.encode_batch(texts, add_bos=add_bos, add_eos=bool(self.args.pretrained), max_len=self.args.max_len)
+        return [(x if x else [self.tokenizer.unk_id], index[y]) for x, y in zip(ids, labels)]
+
+    def train_dataset(self) -> ListDataset:
+        self._train = self._encode("train")
+        return ListDataset(self._train)
+
+    def batch_sampler_fn(self):
+        lengths = [len(x) for x, _ in self._train]
+        bs = self.args.batch_size
+        return lambda epoch, seed: bucket_batches(lengths, bs, seed, epoch)
+
+    def collate(self, examples: list[tuple[list[int], int]]) -> dict[str, Tensor]:
+        T = max(len(x) for x, _ in examples)
+        ids = torch.full((len(examples), T), self.tokenizer.pad_id, dtype=torch.long)
+        for i, (x, _) in enumerate(examples):
+            ids[i, : len(x)] = torch.tensor(x)
+        return {"ids": ids, "labels": torch.tensor([y for _, y in examples])}
+
+    # -- model ------------------------------------------------------------------------------------
+    def model_config(self) -> TransformerConfig:
+        a = self.args
+        return TransformerConfig(d_model=a.d_model, n_heads=a.n_heads, n_layers=a.n_layers, d_ff=a.d_ff, dropout=a.dropout,
+                                 activation="gelu", norm_first=a.norm_first, max_len=a.max_len + 2, positional=a.positional)
+
+    def build_model(self) -> nn.Module:
+        if self.args.pretrained:
+            from core.pretrained import load_bert
+
+            bert = load_bert(self.args.pretrained)
+            cfg = TransformerConfig(d_model=bert.config.d_model, n_heads=bert.config.n_heads, n_layers=1,
+                                    d_ff=bert.config.d_ff, dropout=self.args.dropout)
+            return TextClassifier(cfg, self.tokenizer.vocab_size, len(self.labels), self.tokenizer.pad_id,
+                                  self.args.pooling, encoder=bert)
+        return TextClassifier(self.model_config(), self.tokenizer.vocab_size, len(self.labels), self.tokenizer.pad_id,
+                              self.args.pooling)
+
+    def loss(self, model: nn.Module, batch: dict[str, Tensor]) -> Tensor:
+        return F.cross_entropy(model(batch["ids"]).float(), batch["labels"], label_smoothing=self.args.label_smoothing)
+
+    # -- results ----------------------------------------------------------------------------------
+    @torch.no_grad()
+    def _logits(self, model: nn.Module, examples: list[tuple[list[int], int]], batch_size: int = 128) -> Tensor:
+        device = next(model.parameters()).device
+        order = sorted(range(len(examples)), key=lambda i: len(examples[i][0]))
+        out = torch.empty(len(examples), len(self.labels))
+        for s in range(0, len(order), batch_size):
+            chunk = order[s : s + batch_size]
+            batch = self.collate([examples[i] for i in chunk])
+            out[chunk] = model(batch["ids"].to(device)).float().cpu()
+        return out
+
+    def evaluate(self, model: nn.Module, split: str = "valid", out_dir: Path | None = None) -> dict[str, float]:
+        examples = self._encode(split)
+        was_training = model.training
+        model.eval()
+        logits = self._logits(model, examples)
+        model.train(was_training)
+        y = torch.tensor([label for _, label in examples])
+        pred = logits.argmax(-1)
+        metrics = classification_metrics(y.numpy(), pred.numpy(), labels=list(range(len(self.labels))))
+        metrics["loss"] = float(F.cross_entropy(logits, y))
+        if out_dir is not None:
+            confusion_matrix_png(y.numpy(), pred.numpy(), [str(v) for v in self.labels], Path(out_dir) / "confusion_matrix.png",
+                                 title=f"sentiment: {split}")
+        return metrics
+
+    def predict(self, model: nn.Module, inputs: list[str]) -> list[dict[str, Any]]:
+        add_bos = self.args.pooling == "cls" or bool(self.args.pretrained)
+        ids = self.tokenizer.encode_batch(inputs, add_bos=add_bos, add_eos=bool(self.args.pretrained), max_len=self.args.max_len)
+        probs = self._logits(model, [(x or [self.tokenizer.unk_id], 0) for x in ids]).softmax(-1)
+        return [{"text": t, "label": self.labels[int(p.argmax())], "probability": round(float(p.max()), 4)}
+                for t, p in zip(inputs, probs)]
+
+    def baseline(self, out_dir: Path | None = None) -> dict[str, Any]:
+        """TF-IDF (word 1-2 grams) + logistic regression, fitted on the same training split."""
+        import time
+
+        from sklearn.feature_extraction.text import TfidfVectorizer
+        from sklearn.linear_model import LogisticRegression
+
+        t0 = time.time()
+        split = "test" if self.splits.get("test") is not None else "valid"
+        (xtr, ytr), (xte, yte) = self.splits["train"], self.splits[split]
+        vec = TfidfVectorizer(ngram_range=(1, 2), min_df=1, sublinear_tf=True, lowercase=True)
+        clf = LogisticRegression(C=4.0, max_iter=2000)
+        clf.fit(vec.fit_transform(xtr), [str(v) for v in ytr])
+        pred = clf.predict(vec.transform(xte))
+        m = classification_metrics([str(v) for v in yte], pred, labels=[str(v) for v in self.labels])
+        m.update(model="tfidf-logreg", split=split, train_time_s=round(time.time() - t0, 2))
+        return m
+
+    def describe_data(self) -> str:
+        sizes = ", ".join(f"{k} {len(v[0]):,}" for k, v in self.splits.items() if v is not None)
+        return f"sentiment on {self.data_name}: {sizes}; labels {self.labels}"
