@@ -13,7 +13,7 @@ from .errors import ConfigError
 
 __all__ = [
     "PRECISIONS", "seed_everything", "resolve_device", "autocast", "limit_blas_threads",
-    "rng_state", "set_rng_state",
+    "capture_rng", "rng_state", "set_rng_state",
 ]
 
 PRECISIONS = ("fp32", "bf16")
@@ -87,19 +87,27 @@ def limit_blas_threads(n: int = 1) -> Iterator[None]:
         yield
 
 
-def rng_state() -> dict[str, Any]:
-    """Python, NumPy, torch (and CUDA) RNG states as tensors/ints/floats: safe for ``weights_only``."""
-    version, mt, gauss = random.getstate()
-    kind, keys, pos, has_gauss, cached = np.random.get_state(legacy=True)
+def capture_rng() -> tuple[Any, ...]:
+    """A cheap raw snapshot of every RNG (convert it with :func:`rng_state` before saving)."""
+    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None
+    return random.getstate(), np.random.get_state(legacy=True), torch.get_rng_state(), cuda
+
+
+def rng_state(snapshot: tuple[Any, ...] | None = None) -> dict[str, Any]:
+    """Python, NumPy, torch (and CUDA) RNG states as tensors/ints/floats: safe for ``weights_only``.
+
+    ``snapshot`` is an earlier :func:`capture_rng` result; default: the current state.
+    """
+    (version, mt, gauss), (kind, keys, pos, has_gauss, cached), cpu, cuda = snapshot or capture_rng()
     state: dict[str, Any] = {
         "python": {"version": int(version), "state": torch.tensor(mt, dtype=torch.int64),
                    "gauss": None if gauss is None else float(gauss)},
         "numpy": {"kind": str(kind), "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
                   "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
-        "torch": torch.get_rng_state(),
+        "torch": cpu.clone(),
     }
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        state["cuda"] = torch.cuda.get_rng_state_all()
+    if cuda is not None:
+        state["cuda"] = [s.clone() for s in cuda]
     return state
 
 

@@ -131,16 +131,30 @@ def train_tokenizer(
         tok = Tokenizer(models.BPE(unk_token="<unk>"))
         tok.pre_tokenizer = pre_tokenizers.Metaspace()
         tok.decoder = decoders.Metaspace()
-        trainer = trainers.BpeTrainer(vocab_size=vocab_size, min_frequency=min_frequency, special_tokens=SPECIAL_TOKENS)
+        trainer = trainers.BpeTrainer(vocab_size=vocab_size, min_frequency=min_frequency, special_tokens=SPECIAL_TOKENS,
+                                      show_progress=False)
     elif kind == "wordpiece":
-        tok = Tokenizer(models.WordPiece(unk_token="<unk>"))
-        tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+        # WordPieceTrainer breaks count ties in hash order (a different vocabulary each run); train the
+        # BPE-with-"##" it uses internally, then read it as WordPiece.
+        bpe = Tokenizer(models.BPE(unk_token="<unk>", continuing_subword_prefix="##"))
+        bpe.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+        bpe.normalizer = normalizers.Sequence([normalizers.NFKC()] + ([normalizers.Lowercase()] if lowercase else []))
+        bpe.train_from_iterator(texts, trainers.BpeTrainer(
+            vocab_size=vocab_size, min_frequency=min_frequency, special_tokens=SPECIAL_TOKENS,
+            continuing_subword_prefix="##", show_progress=False), length=len(texts))
+        # WordPiece matching ignores ids: number tokens in a canonical order (alphabet ids vary by run).
+        rest = sorted(set(bpe.get_vocab()) - set(SPECIAL_TOKENS))
+        vocab = {t: i for i, t in enumerate(SPECIAL_TOKENS + rest)}
+        tok = Tokenizer(models.WordPiece(vocab, unk_token="<unk>", continuing_subword_prefix="##"))
+        tok.normalizer = bpe.normalizer
+        tok.pre_tokenizer = bpe.pre_tokenizer
         tok.decoder = decoders.WordPiece()
-        trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, min_frequency=min_frequency, special_tokens=SPECIAL_TOKENS)
+        return TextTokenizer(tok)
     elif kind == "word":
         tok = Tokenizer(models.WordLevel(unk_token="<unk>"))
         tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-        trainer = trainers.WordLevelTrainer(vocab_size=vocab_size, min_frequency=min_frequency, special_tokens=SPECIAL_TOKENS)
+        trainer = trainers.WordLevelTrainer(vocab_size=vocab_size, min_frequency=min_frequency, special_tokens=SPECIAL_TOKENS,
+                                            show_progress=False)
     else:
         raise ConfigError(f"tokenizer kind must be bpe, wordpiece, char or word, got {kind!r}")
     norm = [normalizers.NFKC()] + ([normalizers.Lowercase()] if lowercase else [])

@@ -20,6 +20,7 @@ from core.checkpoint import atomic_write_json, load_weights
 from core.cli_args import add_dataclass_arguments, load_config_file, resolve_arguments
 from core.errors import ConfigError, DataError, PanformerError
 from core.models import count_parameters
+from core.runtime import seed_everything
 from core.trainer import Trainer, TrainingArguments
 
 from . import available_tasks, get_task
@@ -101,6 +102,7 @@ def train(task_name: str, argv: Sequence[str] = (), recipe_defaults: dict[str, A
         atomic_write_json(run_dir / "config.json", {"task": task_name, "args": vars(args)})
         (run_dir / "assets").mkdir(exist_ok=True)
         task.save_assets(run_dir / "assets")
+        seed_everything(targs.seed)  # weight initialisation depends on the seed alone
         model = task.build_model()
         task.load_pretrained(model)
         n_params = count_parameters(model)

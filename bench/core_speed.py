@@ -1,0 +1,99 @@
+#!/usr/bin/env python
+"""Core encoder vs ``torch.nn.TransformerEncoder``: training step and inference, fp32 and bf16.
+
+Same configuration for both (d_model 256, 4 heads, d_ff 1024, 4 layers, dropout 0.1, post-LN), one
+process. Our encoder drops out sublayer outputs and embedding sums (the paper); PyTorch's layer also
+drops attention probabilities, which takes SDPA off its fused CPU kernel.
+
+    python bench/core_speed.py [--batch 32] [--length 128] [--repeats 20]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+
+import core
+from core.runtime import limit_blas_threads
+
+
+def build(kind: str, d=256, h=4, ff=1024, n=4, dropout=0.1) -> nn.Module:
+    if kind == "panformer":
+        cfg = core.TransformerConfig(d_model=d, n_heads=h, n_layers=n, d_ff=ff, dropout=dropout, positional="none")
+        return core.Encoder(cfg)
+    layer = nn.TransformerEncoderLayer(d, h, ff, dropout=dropout, batch_first=True)
+    return nn.TransformerEncoder(layer, n, enable_nested_tensor=False)
+
+
+def time_it(fn, repeats: int, warmup: int = 3) -> float:
+    for _ in range(warmup):
+        fn()
+    ts = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        ts.append(time.perf_counter() - t)
+    ts.sort()
+    return ts[len(ts) // 2] * 1000  # median ms
+
+
+def train_step_fn(model, x, mask, precision):
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    model.train()
+
+    def step():
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+            out = model(x, src_key_padding_mask=mask) if isinstance(model, nn.TransformerEncoder) else model(x, mask)
+            loss = out.float().pow(2).mean()
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+    return step
+
+
+def infer_fn(model, x, mask, precision):
+    model.eval()
+
+    @torch.no_grad()
+    def run():
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+            model(x, src_key_padding_mask=mask) if isinstance(model, nn.TransformerEncoder) else model(x, mask)
+    return run
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--length", type=int, default=128)
+    p.add_argument("--repeats", type=int, default=20)
+    p.add_argument("--out", default="bench/out/core_speed.json")
+    a = p.parse_args()
+    torch.manual_seed(0)
+    x = torch.randn(a.batch, a.length, 256)
+    lengths = torch.randint(a.length // 2, a.length + 1, (a.batch,))
+    lengths[0] = a.length
+    mask = core.lengths_to_padding_mask(lengths, a.length)
+    res: dict = {"config": vars(a), "threads": torch.get_num_threads(), "torch": torch.__version__}
+    with limit_blas_threads():
+        for precision in ("fp32", "bf16"):
+            for kind in ("panformer", "torch"):
+                m = build(kind)
+                res[f"train_ms/{kind}/{precision}"] = round(time_it(train_step_fn(m, x, mask, precision), a.repeats), 1)
+                res[f"infer_ms/{kind}/{precision}"] = round(time_it(infer_fn(m, x, mask, precision), a.repeats), 1)
+                print(kind, precision, res[f"train_ms/{kind}/{precision}"], res[f"infer_ms/{kind}/{precision}"], flush=True)
+    r = res
+    res["speedup_train_fp32"] = round(r["train_ms/torch/fp32"] / r["train_ms/panformer/fp32"], 2)
+    res["speedup_infer_fp32"] = round(r["infer_ms/torch/fp32"] / r["infer_ms/panformer/fp32"], 2)
+    res["bf16_speedup_train/panformer"] = round(r["train_ms/panformer/fp32"] / r["train_ms/panformer/bf16"], 2)
+    res["bf16_speedup_train/torch"] = round(r["train_ms/torch/fp32"] / r["train_ms/torch/bf16"], 2)
+    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(a.out).write_text(json.dumps(res, indent=2))
+    print(json.dumps(res, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,81 @@
+#!/usr/bin/env python
+"""SASRec paper, Table 3, Amazon Games: HR@10 / NDCG@10 under the sampled protocol (leave-one-out,
+100 random negatives the user never interacted with), with full-ranking numbers beside them, BERT4Rec
+on the same data and the most-popular baseline of the same run.
+
+Trains ``recipes/recommendation.py``'s configuration on ``../shared/data/sasrec/Video.txt`` for at
+most ``--minutes`` per model (target: SASRec HR@10 >= 0.7410 and NDCG@10 >= 0.5360 within 30 minutes
+of training on the 2-core CPU), then scores the test items of every user.
+
+    python bench/recommendation_games.py                              # the full benchmark (2 x 30 minutes)
+    python bench/recommendation_games.py --minutes 2 --tag smoke      # a smoke run
+    python bench/recommendation_games.py --models sasrec -- --loss bce   # extra panformer flags after --
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from recipes.recommendation import DEFAULTS  # noqa: E402
+from tasks.cli import train  # noqa: E402
+
+PAPER = {"sampled/hr@10": 0.7410, "sampled/ndcg@10": 0.5360}  # Kang & McAuley 2018, Table 3, Games
+PMIXER = {"sampled/hr@10": 0.726, "sampled/ndcg@10": 0.516, "full/hr@10": 0.063, "full/ndcg@10": 0.031,
+          "note": "pmixer SASRec.pytorch, BCE, 60 epochs (18 minutes) on this machine"}
+KEYS = ("sampled/hr@10", "sampled/ndcg@10", "sampled/mrr", "full/hr@10", "full/ndcg@10", "full/mrr",
+        "sampled/hr@5", "sampled/ndcg@5", "sampled/hr@20", "sampled/ndcg@20",
+        "full/hr@5", "full/ndcg@5", "full/hr@20", "full/ndcg@20")
+MODEL_FLAGS = {"sasrec": ["--model", "sasrec"],
+               "bert4rec": ["--model", "bert4rec", "--n-heads", "2", "--dropout", "0.2", "--mask-prob", "0.4"]}
+
+
+def _pick(m: dict) -> dict:
+    return {k: round(m[k], 4) for k in KEYS if k in m}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "sasrec" / "Video.txt"),
+                   help="SASRec-format Games file (user item per line, time-ordered)")
+    p.add_argument("--minutes", type=float, default=30.0, help="training time budget per model (max_time_minutes)")
+    p.add_argument("--models", default="sasrec,bert4rec", help="comma-separated: sasrec, bert4rec")
+    p.add_argument("--tag", default="full", help="name of this run in bench/out/")
+    p.add_argument("extra", nargs="*", help="more `panformer train recommendation` flags (after --)")
+    a = p.parse_args()
+    if not Path(a.data).is_file():
+        sys.exit(f"Games data not found: {a.data}")
+    summary: dict = {"benchmark": "SASRec Table 3, Amazon Games (leave-one-out)", "tag": a.tag,
+                     "minutes_budget_per_model": a.minutes, "paper_sasrec": PAPER, "pmixer_sasrec": PMIXER,
+                     "target": "SASRec sampled hr@10 >= 0.7410 and ndcg@10 >= 0.5360 within 30 minutes of training"}
+    for i, name in enumerate(x.strip() for x in a.models.split(",")):
+        if name not in MODEL_FLAGS:
+            sys.exit(f"unknown model {name!r}; choose from {', '.join(MODEL_FLAGS)}")
+        run_dir = ROOT / "runs" / f"bench-games-{name}-{a.tag}"
+        argv = ["--data", a.data, "--max-time-minutes", str(a.minutes), "--out", str(run_dir), "--overwrite",
+                "--progress", "false", "--baseline", "true" if i == 0 else "false", *MODEL_FLAGS[name], *a.extra]
+        t0 = time.time()
+        m = train("recommendation", argv, recipe_defaults=DEFAULTS)
+        summary[name] = {**_pick(m), "train_time_s": m["train_time_s"], "train_steps": m["train_steps"],
+                         "best_step": m["best_step"], "num_params": m["num_params"], "users": m["users"],
+                         "total_time_s": round(time.time() - t0, 1), "run_dir": str(run_dir)}
+        if "baseline" in m:
+            summary["most_popular"] = _pick(m["baseline"])
+    if "sasrec" in summary:
+        s = summary["sasrec"]
+        summary["target_met"] = bool(s["sampled/hr@10"] >= PAPER["sampled/hr@10"]
+                                     and s["sampled/ndcg@10"] >= PAPER["sampled/ndcg@10"]
+                                     and s["train_time_s"] <= 30 * 60 + 60)
+    print(json.dumps(summary, indent=2))
+    out = ROOT / "bench" / "out" / f"recommendation_games_{a.tag}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(summary, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

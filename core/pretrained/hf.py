@@ -1,0 +1,163 @@
+"""Reading Hugging Face-format model directories without the transformers library.
+
+A directory holds ``config.json`` and the weights as ``model.safetensors`` or ``pytorch_model.bin``
+(or their sharded forms with an ``*.index.json``). Pickled weights are only ever read with
+``torch.load(weights_only=True)``. Mapping tensors onto a core module is checked tensor by tensor:
+anything missing, mis-shaped or left over raises :class:`core.errors.ConfigError` naming it.
+"""
+from __future__ import annotations
+
+import json
+import pickle
+import re
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import torch
+from torch import Tensor, nn
+
+from ..errors import ConfigError
+
+__all__ = ["read_config", "read_state_dict", "find_prefix", "TensorSpec", "assign_tensors", "config_value"]
+
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
+
+# (source key, transform applied to the source tensor, expected source shape or None = target's shape)
+TensorSpec = tuple[str, Callable[[Tensor], Tensor] | None, tuple[int, ...] | None]
+
+
+def _model_dir(path: str | Path) -> Path:
+    p = Path(path).expanduser()
+    if p.is_file() and p.name == "config.json":
+        p = p.parent
+    if not p.is_dir():
+        raise ConfigError(f"pretrained model directory not found: {p} (expected a folder with config.json and "
+                          "model.safetensors or pytorch_model.bin)")
+    return p
+
+
+def read_config(path: str | Path) -> dict[str, Any]:
+    """The parsed ``config.json`` of a model directory."""
+    f = _model_dir(path) / "config.json"
+    if not f.is_file():
+        raise ConfigError(f"{f.parent}: no config.json; is this a Hugging Face-format model directory?")
+    try:
+        cfg = json.loads(f.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{f}: not valid JSON ({e})") from None
+    if not isinstance(cfg, dict):
+        raise ConfigError(f"{f}: expected a JSON object, got {type(cfg).__name__}")
+    return cfg
+
+
+def config_value(cfg: dict[str, Any], key: str, where: Path | str, default: Any = ..., kind: type = int) -> Any:
+    """``cfg[key]`` checked to be of ``kind`` (a missing key without default raises ConfigError)."""
+    if key not in cfg or cfg[key] is None:
+        if default is ...:
+            raise ConfigError(f"{where}/config.json: missing field {key!r}")
+        return default
+    v = cfg[key]
+    if kind is float and isinstance(v, int) and not isinstance(v, bool):
+        v = float(v)
+    if not isinstance(v, kind) or (isinstance(v, bool) and kind is not bool):
+        raise ConfigError(f"{where}/config.json: field {key!r} should be {kind.__name__}, got {v!r}")
+    return v
+
+
+def _load_file(f: Path) -> dict[str, Tensor]:
+    try:
+        if f.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            return load_file(str(f), device="cpu")
+        return torch.load(f, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise ConfigError(f"{f}: refusing to load: not a plain tensor checkpoint (torch.load with weights_only=True "
+                          f"failed: {str(e).splitlines()[0]}); convert it to model.safetensors") from None
+    except Exception as e:  # noqa: BLE001 - corrupt or truncated file
+        raise ConfigError(f"{f}: cannot read weights ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from None
+
+
+def read_state_dict(path: str | Path) -> tuple[dict[str, Tensor], Path]:
+    """All tensors of a model directory (safetensors preferred) and the file they came from.
+
+    Old TensorFlow-converted names (``LayerNorm.gamma`` / ``.beta``) are renamed to ``weight`` / ``bias``.
+    """
+    d = _model_dir(path)
+    found = next((d / n for n in WEIGHT_FILES if (d / n).is_file()), None)
+    if found is None:
+        raise ConfigError(f"{d}: no weights; expected one of {', '.join(WEIGHT_FILES)}")
+    if found.name.endswith(".index.json"):
+        try:
+            weight_map = json.loads(found.read_text())["weight_map"]
+        except (json.JSONDecodeError, KeyError, TypeError) as e:
+            raise ConfigError(f"{found}: not a valid shard index ({e})") from None
+        tensors: dict[str, Tensor] = {}
+        for shard in sorted(set(weight_map.values())):
+            if not (d / shard).is_file():
+                raise ConfigError(f"{found}: shard {shard} listed in weight_map is missing")
+            tensors.update(_load_file(d / shard))
+    else:
+        tensors = _load_file(found)
+    if not isinstance(tensors, dict) or not all(isinstance(v, Tensor) for v in tensors.values()):
+        raise ConfigError(f"{found}: expected a mapping of tensor names to tensors")
+    renamed = {}
+    for k, v in tensors.items():
+        k = re.sub(r"LayerNorm\.gamma$", "LayerNorm.weight", k)
+        renamed[re.sub(r"LayerNorm\.beta$", "LayerNorm.bias", k)] = v
+    return renamed, found
+
+
+def find_prefix(tensors: dict[str, Tensor], anchor: str, prefixes: Iterable[str], where: Path) -> str:
+    """The prefix ("" or e.g. "bert.") under which ``anchor`` is stored (task-head checkpoints nest the backbone)."""
+    for p in ("", *prefixes):
+        if p + anchor in tensors:
+            return p
+    raise ConfigError(f"{where}: tensor {anchor!r} is missing (also looked under {', '.join(prefixes)}); "
+                      f"found e.g. {sorted(tensors)[:3]}")
+
+
+def _shape(t: Iterable[int]) -> list[int]:
+    return [int(s) for s in t]
+
+
+@torch.no_grad()
+def assign_tensors(
+    model: nn.Module,
+    specs: dict[str, TensorSpec],
+    tensors: dict[str, Tensor],
+    where: Path,
+    ignore: Iterable[str] = (),
+) -> None:
+    """Copy source tensors into every parameter of ``model`` (tied parameters once).
+
+    Args:
+        specs: target parameter name → (source key, transform, expected source shape).
+        ignore: regular expressions of source keys that may be left unused (task heads, buffers).
+    Raises:
+        ConfigError naming the first missing or mis-shaped source tensor, or the unexpected ones.
+    """
+    params = dict(model.named_parameters())
+    absent = sorted(set(params) - set(specs))
+    if absent:  # a bug in the loader, not the user's input
+        raise RuntimeError(f"no source tensor mapped for {absent}")
+    used = set()
+    for name, (key, fn, src_shape) in specs.items():
+        param = params[name]
+        if key not in tensors:
+            raise ConfigError(f"{where}: tensor {key!r} is missing (expected shape {_shape(src_shape or param.shape)})")
+        src = tensors[key]
+        expected = _shape(src_shape or param.shape)
+        if _shape(src.shape) != expected:
+            raise ConfigError(f"{where}: tensor {key!r} has shape {_shape(src.shape)}, expected {expected} "
+                              "from config.json")
+        value = fn(src) if fn is not None else src
+        param.copy_(value.to(param.dtype))
+        used.add(key)
+    patterns = [re.compile(p) for p in ignore]
+    left = sorted(k for k in tensors if k not in used and not any(p.search(k) for p in patterns))
+    if left:
+        more = f" and {len(left) - 3} more" if len(left) > 3 else ""
+        raise ConfigError(f"{where}: unexpected tensor {left[0]!r} (shape {_shape(tensors[left[0]].shape)})"
+                          f"{', ' + ', '.join(map(repr, left[1:3])) if len(left) > 1 else ''}{more}: "
+                          "config.json does not describe these weights")

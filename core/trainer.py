@@ -1,0 +1,486 @@
+"""A small, task-agnostic training loop: AdamW + schedule, accumulation, clipping, bf16, evaluation,
+best-model selection, early stopping, exact resumption and DistributedDataParallel.
+
+Tasks supply a dataset, a ``collate_fn`` returning a dict of tensors, a ``loss_fn(model, batch)``
+and optionally an ``eval_fn(model) -> {metric: value}``. Seed (:func:`core.runtime.seed_everything`)
+before building the model; the Trainer re-seeds with ``args.seed`` when training starts.
+
+``loss_fn`` receives the model as wrapped for training (``DistributedDataParallel`` under
+``torchrun``): call it (``model(**batch)``) rather than reaching into ``model.module``, so gradients
+are synchronised. ``eval_fn`` receives the bare model. The dataset must be map-style (``len`` and
+integer indexing); the data order is a pure function of ``(seed, epoch)``.
+
+Run directory layout::
+
+    run_dir/model.safetensors          best weights (by metric_for_best), or final ones without eval_fn
+    run_dir/checkpoint/                model.safetensors + trainer_state.pt: resumable, written atomically
+    run_dir/log.csv, tensorboard/, curves.png
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import re
+import shutil
+import sys
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator
+
+import torch
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, Dataset
+
+from . import distributed as D
+from .checkpoint import atomic_save_torch, load_torch, load_weights, save_weights
+from .errors import ConfigError, DataError
+from .optim import build_optimizer
+from .run_log import RunLogger
+from .runtime import (PRECISIONS, autocast, capture_rng, limit_blas_threads, resolve_device, rng_state,
+                      seed_everything, set_rng_state)
+from .schedules import SCHEDULES, build_scheduler
+
+__all__ = ["TrainingArguments", "Trainer", "TrainerCallback", "lower_is_better"]
+
+_LOWER_TOKENS = {"loss", "perplexity", "ppl", "wer", "cer", "error", "err", "bits", "bpc", "bpd", "nll",
+                 "mse", "rmse", "mae"}
+
+
+def lower_is_better(metric: str) -> bool:
+    """True for names with a loss-like word: ``loss``, ``perplexity``, ``wer``, ``cer``, ``error``, ``bits``..."""
+    return any(tok in _LOWER_TOKENS for tok in re.split(r"[^a-z0-9]+", metric.lower()))
+
+
+@dataclass
+class TrainingArguments:
+    """Every option of :class:`Trainer`; ``metadata["help"]`` documents each one (for CLIs)."""
+
+    epochs: int = field(default=10, metadata={"help": "passes over the training set"})
+    max_steps: int | None = field(default=None, metadata={"help": "optimizer steps to run; overrides epochs"})
+    batch_size: int = field(default=32, metadata={
+        "help": "global examples per micro-batch (split across DDP ranks); per optimizer step: x grad_accum"})
+    lr: float = field(default=5e-4, metadata={"help": "peak learning rate"})
+    weight_decay: float = field(default=0.01, metadata={"help": "AdamW decoupled weight decay (not on biases, norms, embeddings)"})
+    adam_beta1: float = field(default=0.9, metadata={"help": "Adam beta1"})
+    adam_beta2: float = field(default=0.98, metadata={"help": "Adam beta2"})
+    adam_eps: float = field(default=1e-9, metadata={"help": "Adam epsilon"})
+    schedule: str = field(default="inverse_sqrt", metadata={"help": "learning-rate schedule: " + " | ".join(SCHEDULES)})
+    warmup_steps: int = field(default=0, metadata={"help": "linear warm-up steps (the peak lr is reached at this step)"})
+    min_lr_ratio: float = field(default=0.0, metadata={"help": "final lr of the cosine schedule, as a fraction of lr"})
+    label_smoothing: float = field(default=0.0, metadata={"help": "label smoothing of the task's cross-entropy"})
+    grad_clip: float | None = field(default=1.0, metadata={"help": "max global gradient norm; None disables clipping"})
+    grad_accum: int = field(default=1, metadata={"help": "micro-batches accumulated per optimizer step"})
+    precision: str = field(default="fp32", metadata={"help": "compute precision: " + " | ".join(PRECISIONS)})
+    device: str = field(default="auto", metadata={"help": "auto | cpu | cuda | cuda:N | mps"})
+    seed: int = field(default=0, metadata={"help": "random seed (data order, dropout, initialisation)"})
+    eval_every: int | None = field(default=None, metadata={
+        "help": "optimizer steps between evaluations and checkpoints; None: at the end of every epoch"})
+    log_every: int = field(default=50, metadata={"help": "optimizer steps between training-loss log rows"})
+    metric_for_best: str = field(default="loss", metadata={"help": "evaluation metric that selects the best model"})
+    greater_is_better: bool | None = field(default=None, metadata={
+        "help": "whether a larger metric_for_best is better; None: False for loss/perplexity/wer/cer/error/bits"})
+    early_stopping_patience: int | None = field(default=None, metadata={
+        "help": "stop after this many evaluations without improvement; None: never"})
+    max_time_minutes: float | None = field(default=None, metadata={
+        "help": "stop training (then evaluate and save) after this many minutes"})
+    progress: bool = field(default=True, metadata={"help": "show progress bars"})
+    resume: bool = field(default=False, metadata={"help": "continue exactly from run_dir/checkpoint"})
+    num_workers: int = field(default=0, metadata={"help": "DataLoader worker processes"})
+
+    def __post_init__(self) -> None:
+        positive = {"epochs": self.epochs, "batch_size": self.batch_size, "grad_accum": self.grad_accum,
+                    "log_every": self.log_every, "lr": self.lr, "max_steps": self.max_steps,
+                    "eval_every": self.eval_every, "early_stopping_patience": self.early_stopping_patience,
+                    "max_time_minutes": self.max_time_minutes, "grad_clip": self.grad_clip}
+        for name, v in positive.items():
+            if v is not None and v <= 0:
+                raise ConfigError(f"{name} must be positive, got {v}")
+        for name in ("warmup_steps", "weight_decay", "num_workers"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.schedule not in SCHEDULES:
+            raise ConfigError(f"schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        if not 0.0 <= self.label_smoothing < 1.0:
+            raise ConfigError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
+
+    @property
+    def higher_is_better(self) -> bool:
+        return not lower_is_better(self.metric_for_best) if self.greater_is_better is None else self.greater_is_better
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class TrainerCallback:
+    """Hooks (all optional; any object with some of these methods works). Set ``trainer.should_stop``
+    to end training after the current step."""
+
+    def on_train_begin(self, trainer: "Trainer") -> None: ...
+    def on_step_end(self, trainer: "Trainer", logs: dict[str, float] | None) -> None: ...
+    def on_evaluate(self, trainer: "Trainer", metrics: dict[str, float]) -> None: ...
+    def on_train_end(self, trainer: "Trainer", result: dict[str, Any]) -> None: ...
+
+
+@dataclass
+class _State:
+    step: int = 0  # optimizer steps done
+    epoch: int = 0  # current epoch
+    epoch_step: int = 0  # optimizer steps done within it
+    best_metric: float | None = None
+    best_step: int | None = None
+    patience: int = 0  # evaluations since the last improvement
+    last_eval_step: int = -1
+    eval_pending: bool = False  # the last step was due an evaluation that has not finished
+    stopped_early: bool = False
+    train_time_s: float = 0.0  # wall time in train(), all sessions
+    compute_time_s: float = 0.0  # of which in training steps
+    examples_seen: int = 0
+
+
+def _to_device(x: Any, device: torch.device, non_blocking: bool) -> Any:
+    if isinstance(x, Tensor):
+        return x.to(device, non_blocking=non_blocking)
+    if isinstance(x, dict):
+        return {k: _to_device(v, device, non_blocking) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return type(x)(_to_device(v, device, non_blocking) for v in x)
+    return x
+
+
+Micro = tuple[list[int], int, float]  # (local indices, global batch size, loss scale)
+
+
+class Trainer:
+    """See the module docstring. ``train()`` returns ``{"steps", "epochs", "best_metric", "best_step",
+    "train_time_s", "examples_per_s", "stopped_early", "last_metrics"}``."""
+
+    def __init__(self, model: nn.Module, args: TrainingArguments, train_data: Dataset,
+                 collate_fn: Callable[[list], dict],
+                 loss_fn: Callable[[nn.Module, dict], Tensor | tuple[Tensor, dict[str, float]]],
+                 eval_fn: Callable[[nn.Module], dict[str, float]] | None = None,
+                 run_dir: str | Path | None = None,
+                 batch_sampler_fn: Callable[[int, int], Iterable[list[int]]] | None = None,
+                 callbacks: list[Any] | None = None) -> None:
+        self.args = args
+        device = resolve_device(args.device)
+        self.device = D.init_distributed(device) if D.env_world_size() > 1 else device
+        self.world, self.rank = D.world_size(), D.rank()
+        self.is_main = self.rank == 0
+        if args.batch_size % self.world:
+            raise ConfigError(f"batch_size ({args.batch_size}) must be divisible by the number of processes ({self.world})")
+        self.model = model.to(self.device)
+        self.ddp: nn.parallel.DistributedDataParallel | None = None
+        if self.world > 1:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.ddp = nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
+        self.train_data, self.collate_fn, self.loss_fn, self.eval_fn = train_data, collate_fn, loss_fn, eval_fn
+        self.batch_sampler_fn = batch_sampler_fn
+        self.run_dir = Path(run_dir) if run_dir is not None else None
+        self.callbacks = list(callbacks or [])
+        if len(train_data) == 0:  # type: ignore[arg-type]
+            raise DataError("the training set is empty")
+        self.optimizer = build_optimizer(self.model, args.lr, args.weight_decay,
+                                         (args.adam_beta1, args.adam_beta2), args.adam_eps)
+        self.steps_per_epoch = len(self._epoch_plan(0))
+        self.total_steps = args.max_steps or args.epochs * self.steps_per_epoch
+        self.scheduler = build_scheduler(self.optimizer, args.schedule, args.warmup_steps, self.total_steps,
+                                         args.min_lr_ratio)
+        self.state = _State()
+        self.should_stop = False
+        self.last_metrics: dict[str, float] = {}
+        self.logger = RunLogger(self.run_dir or ".", enabled=False)
+        self._params = [p for p in self.model.parameters() if p.requires_grad]
+        self._best_state: dict[str, Tensor] | None = None
+        self._boundary_rng: tuple[Any, ...] | None = None
+        self._phase = "idle"
+        self._ckpt_step = -1
+        self._can_checkpoint = self.is_main and self.run_dir is not None
+        self._steps_this_epoch = self.steps_per_epoch
+        self._reset_window()
+
+    # --- data order: a pure function of (seed, epoch) ------------------------------------------
+    def _global_batches(self, epoch: int) -> list[list[int]]:
+        if self.batch_sampler_fn is not None:
+            return [list(b) for b in self.batch_sampler_fn(epoch, self.args.seed) if len(b)]
+        n, bs = len(self.train_data), self.args.batch_size  # type: ignore[arg-type]
+        g = torch.Generator().manual_seed((self.args.seed * 1_000_003 + epoch) % 2**63)
+        perm = torch.randperm(n, generator=g).tolist()
+        return [perm[i:i + bs] for i in range(0, max(n - bs, 0) + 1, bs)]  # drop the last partial batch
+
+    def _epoch_plan(self, epoch: int) -> list[list[Micro]]:
+        """Optimizer steps of ``epoch``, each a list of this rank's micro-batches."""
+        micro: list[tuple[list[int], int]] = []
+        for b in self._global_batches(epoch):
+            if len(b) < self.world:
+                continue  # cannot give every rank an example
+            q, r = divmod(len(b), self.world)
+            start = self.rank * q + min(self.rank, r)
+            micro.append((b[start:start + q + (self.rank < r)], len(b)))
+        if not micro:
+            raise DataError(f"the training set ({len(self.train_data)} examples) yields no batches")  # type: ignore[arg-type]
+        k = self.args.grad_accum
+        return [[(idx, n, len(idx) * self.world / n / len(micro[i:i + k])) for idx, n in micro[i:i + k]]
+                for i in range(0, len(micro), k)]
+
+    def _loader(self, steps: list[list[Micro]], epoch: int) -> Iterator[Any]:
+        # A private generator: creating the iterator must not consume the global torch RNG.
+        g = torch.Generator().manual_seed((self.args.seed + epoch) % 2**63)
+        loader = DataLoader(self.train_data, batch_sampler=[m[0] for s in steps for m in s],
+                            collate_fn=self.collate_fn, num_workers=self.args.num_workers,
+                            pin_memory=self.device.type == "cuda", generator=g)
+        return iter(loader)
+
+    # --- public helpers ------------------------------------------------------------------------
+    def param_count(self, trainable_only: bool = False) -> int:
+        return sum(p.numel() for p in self.model.parameters() if p.requires_grad or not trainable_only)
+
+    @property
+    def epoch_float(self) -> float:
+        return self.state.epoch + self.state.epoch_step / max(self._steps_this_epoch, 1)
+
+    # --- training ------------------------------------------------------------------------------
+    def train(self) -> dict[str, Any]:
+        args = self.args
+        if args.resume and self.run_dir is None:
+            raise ConfigError("resume needs a run directory")
+        self.logger = RunLogger(self.run_dir or ".", enabled=self.is_main and self.run_dir is not None,
+                                resume=args.resume)
+        if not (args.resume and self._load_checkpoint()):
+            seed_everything(args.seed + self.rank)
+        st = self.state
+        self._boundary_rng = capture_rng()
+        self._t0, self._time_before = time.perf_counter(), st.train_time_s
+        from tqdm.auto import tqdm
+        self._bar = tqdm(total=self.total_steps, initial=st.step, desc="train", dynamic_ncols=True,
+                         disable=not (args.progress and self.is_main), file=sys.stderr, mininterval=0.5)
+        for cb in self.callbacks:
+            getattr(cb, "on_train_begin", lambda t: None)(self)
+        with limit_blas_threads():
+            try:
+                if st.eval_pending:  # interrupted during an evaluation: redo it
+                    self._checkpoint_point()
+                self._loop()
+                if self.eval_fn is not None and st.last_eval_step != st.step:
+                    self._evaluate()  # max_steps / max_time ended mid-interval
+                self._save_checkpoint()
+            except KeyboardInterrupt:
+                if self._phase != "optim":  # weights are consistent: save them to resume from
+                    self._save_checkpoint(force=True)
+                raise
+            finally:
+                self._bar.close()
+        st.train_time_s = self._elapsed()
+        if (self.eval_fn is None or st.best_step is None) and self.is_main and self.run_dir is not None:
+            save_weights(self.model, self.run_dir / "model.safetensors", metadata={"step": st.step})
+        self._restore_best()
+        self.logger.plot_curves()
+        self.logger.close()
+        result = {"steps": st.step, "epochs": round(self.epoch_float, 4), "best_metric": st.best_metric,
+                  "best_step": st.best_step, "train_time_s": st.train_time_s,
+                  "examples_per_s": st.examples_seen / st.compute_time_s if st.compute_time_s else 0.0,
+                  "stopped_early": st.stopped_early, "last_metrics": dict(self.last_metrics)}
+        for cb in self.callbacks:
+            getattr(cb, "on_train_end", lambda t, r: None)(self, result)
+        return result
+
+    def _elapsed(self) -> float:
+        return self._time_before + time.perf_counter() - self._t0
+
+    def _done(self) -> bool:
+        st, args = self.state, self.args
+        if self.should_stop:
+            return True
+        return st.step >= args.max_steps if args.max_steps else st.epoch >= args.epochs
+
+    def _loop(self) -> None:
+        st = self.state
+        self._steps_this_epoch = self.steps_per_epoch
+        while not self._done():
+            plan = self._epoch_plan(st.epoch)
+            self._steps_this_epoch = len(plan)
+            if st.epoch_step >= len(plan):  # the plan got shorter (custom sampler): next epoch
+                st.epoch, st.epoch_step = st.epoch + 1, 0
+                continue
+            batches = self._loader(plan[st.epoch_step:], st.epoch)
+            for micro in plan[st.epoch_step:]:
+                t = time.perf_counter()
+                lr = self._train_step(micro, batches)
+                st.compute_time_s += time.perf_counter() - t
+                st.epoch_step += 1
+                end_of_epoch = st.epoch_step == len(plan)
+                if end_of_epoch:
+                    st.epoch, st.epoch_step = st.epoch + 1, 0
+                self._after_step(lr, end_of_epoch)
+                if self._done():
+                    break
+
+    def _train_step(self, micro: list[Micro], batches: Iterator[Any]) -> float:
+        model = self.ddp or self.model
+        if not self.model.training:
+            self.model.train()
+        lr = self.scheduler.get_last_lr()[0]
+        non_blocking = self.device.type == "cuda"
+        self._phase = "train"
+        loss_sum: Tensor | float = 0.0
+        extra_sums: dict[str, Any] = {}
+        for i, (_, _, scale) in enumerate(micro):
+            batch = _to_device(next(batches), self.device, non_blocking)
+            sync = model.no_sync() if self.ddp is not None and i < len(micro) - 1 else contextlib.nullcontext()
+            with sync:
+                with autocast(self.device, self.args.precision):
+                    out = self.loss_fn(model, batch)
+                loss, extras = out if isinstance(out, tuple) else (out, None)
+                (loss * scale if scale != 1.0 else loss).backward()
+            loss_sum = loss_sum + loss.detach().float()
+            for k, v in (extras or {}).items():
+                extra_sums[k] = extra_sums.get(k, 0.0) + (v.detach().float() if isinstance(v, Tensor) else float(v))
+        self._phase = "optim"
+        if self.args.grad_clip is not None:
+            self._grad_norm = torch.nn.utils.clip_grad_norm_(self._params, self.args.grad_clip)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self._phase = "idle"
+        # the logging window only ever holds whole steps, so an interrupted step leaves no trace
+        self._loss_sum = self._loss_sum + loss_sum
+        self._n_micro += len(micro)
+        for k, v in extra_sums.items():
+            self._extras[k] = self._extras.get(k, 0.0) + v
+        self.state.step += 1
+        self.state.examples_seen += sum(m[1] for m in micro)
+        return lr
+
+    def _reset_window(self) -> None:
+        self._loss_sum: Tensor | float = 0.0
+        self._n_micro = 0
+        self._extras: dict[str, Any] = {}
+        self._grad_norm: Tensor | None = None
+
+    def _after_step(self, lr: float, end_of_epoch: bool) -> None:
+        st, args = self.state, self.args
+        if self._can_checkpoint:  # what an interrupt during the next step would save (~0.1 ms)
+            self._boundary_rng = capture_rng()
+        self._bar.update(1)
+        logs = None
+        if st.step % args.log_every == 0:
+            logs = self._log_train(lr)
+        if args.max_time_minutes is not None and D.broadcast_flag(self._elapsed() > 60 * args.max_time_minutes):
+            self.should_stop = True
+        if (args.eval_every and st.step % args.eval_every == 0) or (args.eval_every is None and end_of_epoch):
+            st.eval_pending = self.eval_fn is not None
+            self._checkpoint_point()
+        for cb in self.callbacks:
+            getattr(cb, "on_step_end", lambda t, l: None)(self, logs)
+
+    def _checkpoint_point(self) -> None:
+        if self.eval_fn is not None:
+            self._evaluate()
+        self._save_checkpoint()
+
+    def _log_train(self, lr: float) -> dict[str, float]:
+        n = max(self._n_micro, 1)
+        vals = {"loss": float(self._loss_sum) / n, **{k: float(v) / n for k, v in self._extras.items()}}
+        if self._grad_norm is not None:
+            vals["grad_norm"] = float(self._grad_norm)
+        vals = D.all_reduce_mean(vals)
+        self.logger.log(self.state.step, self.epoch_float, "train", lr=lr, **vals)
+        self._bar.set_postfix(loss=f"{vals['loss']:.4f}", lr=f"{lr:.2e}", refresh=False)
+        self._reset_window()
+        return vals
+
+    # --- evaluation and best model -------------------------------------------------------------
+    def _evaluate(self) -> dict[str, float]:
+        st, args = self.state, self.args
+        assert self.eval_fn is not None
+        self._phase = "eval"
+        self.model.eval()
+        with torch.no_grad(), autocast(self.device, args.precision):
+            raw = self.eval_fn(self.model)
+        self.model.train()
+        metrics = D.all_reduce_mean({k: float(v) for k, v in raw.items()})
+        key = args.metric_for_best
+        if key not in metrics:
+            raise ConfigError(f"metric_for_best {key!r} is not among the evaluation metrics: {sorted(metrics)}")
+        value = metrics[key]
+        better = st.best_metric is None or (value > st.best_metric if args.higher_is_better else value < st.best_metric)
+        if better and math.isfinite(value):
+            st.best_metric, st.best_step, st.patience = value, st.step, 0
+            self._best_state = {k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()}
+            if self.is_main and self.run_dir is not None:
+                save_weights(self.model, self.run_dir / "model.safetensors",
+                             metadata={"step": st.step, key: value})
+        else:
+            st.patience += 1
+        st.last_eval_step, st.eval_pending = st.step, False
+        self.last_metrics = metrics
+        self.logger.log(st.step, self.epoch_float, "valid", **metrics)
+        if args.progress and self.is_main:
+            shown = ", ".join(f"{k}={v:.4g}" for k, v in metrics.items())
+            self._bar.write(f"step {st.step}: {shown}" + (" (best)" if better else ""))
+        for cb in self.callbacks:
+            getattr(cb, "on_evaluate", lambda tr, m: None)(self, metrics)
+        if args.early_stopping_patience is not None and st.patience >= args.early_stopping_patience:
+            self.should_stop = st.stopped_early = True
+        if self._can_checkpoint:
+            self._boundary_rng = capture_rng()  # eval_fn may have drawn random numbers
+        self._phase = "idle"
+        return metrics
+
+    def _restore_best(self) -> None:
+        st = self.state
+        if self.eval_fn is None or st.best_step is None:
+            return
+        if self._best_state is not None:
+            self.model.load_state_dict(self._best_state)
+        elif self.run_dir is not None and (self.run_dir / "model.safetensors").is_file():
+            D.barrier()
+            load_weights(self.model, self.run_dir / "model.safetensors")
+
+    # --- checkpoints ---------------------------------------------------------------------------
+    def _save_checkpoint(self, force: bool = False) -> None:
+        st = self.state
+        if not self.is_main or self.run_dir is None or (st.step == self._ckpt_step and not force):
+            return
+        st.train_time_s = self._elapsed()
+        state = {"version": 1, **asdict(st), "optimizer": self.optimizer.state_dict(),
+                 "scheduler": self.scheduler.state_dict(), "rng": rng_state(self._boundary_rng),
+                 "logger": self.logger.state_dict(), "world_size": self.world, "args": self.args.to_dict(),
+                 "window": {"loss_sum": self._loss_sum, "n_micro": self._n_micro, "extras": dict(self._extras)}}
+        final, tmp, old = (self.run_dir / n for n in ("checkpoint", "checkpoint.tmp", "checkpoint.old"))
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        save_weights(self.model, tmp / "model.safetensors", metadata={"step": st.step})
+        atomic_save_torch(state, tmp / "trainer_state.pt")
+        shutil.rmtree(old, ignore_errors=True)
+        if final.exists():
+            os.replace(final, old)
+        os.replace(tmp, final)  # a crash between the two renames leaves checkpoint.old, which loads
+        shutil.rmtree(old, ignore_errors=True)
+        self._ckpt_step = st.step
+
+    def _load_checkpoint(self) -> bool:
+        assert self.run_dir is not None
+        ckpt = next((d for d in (self.run_dir / "checkpoint", self.run_dir / "checkpoint.old")
+                     if (d / "trainer_state.pt").is_file()), None)
+        if ckpt is None:
+            if self.is_main:
+                print(f"resume: no checkpoint in {self.run_dir}; starting from scratch", file=sys.stderr)
+            return False
+        state = load_torch(ckpt / "trainer_state.pt")
+        load_weights(self.model, ckpt / "model.safetensors", strict=True)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.optimizer.zero_grad(set_to_none=True)
+        names = {f.name for f in fields(_State)}
+        self.state = _State(**{k: v for k, v in state.items() if k in names})
+        set_rng_state(state["rng"])
+        self.logger.load_state_dict(state["logger"], step=self.state.step)
+        window = state.get("window", {})
+        self._loss_sum, self._n_micro = window.get("loss_sum", 0.0), window.get("n_micro", 0)
+        self._extras = dict(window.get("extras", {}))
+        self._ckpt_step = self.state.step
+        return True

@@ -1,0 +1,160 @@
+"""SASRec and BERT4Rec on the core :class:`core.Encoder`, with their training losses.
+
+Item ids: 0 is padding, ``1..N`` are items, ``N + 1`` is BERT4Rec's mask token. Sequences are
+left-padded (to the longest in the batch, at most ``max_len``) and the learned position embeddings
+are right-aligned: the last position always gets embedding ``max_len - 1``, so a position means
+"distance from now" whatever the batch's padding.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from core import Encoder, LearnedPositionalEmbedding, TokenEmbedding, TransformerConfig
+
+__all__ = ["SequentialRecommender", "SASRec", "BERT4Rec", "sasrec_loss", "bert4rec_loss", "MODELS"]
+
+
+class SequentialRecommender(nn.Module):
+    """Item embeddings + core encoder; scores items against the shared (tied) item embeddings.
+
+    Subclasses set ``causal`` and may transform the hidden state before scoring (``head``) and add a
+    per-item ``bias``.
+    """
+
+    causal: bool = False
+
+    def __init__(self, cfg: TransformerConfig, num_items: int) -> None:
+        super().__init__()
+        if cfg.positional != "learned":
+            raise ValueError("sequential recommenders use learned positions (cfg.positional='learned')")
+        self.cfg, self.num_items = cfg, num_items
+        self.item_emb = TokenEmbedding(num_items + 2, cfg.d_model, padding_idx=0)  # pad, items, mask
+        self.pos = LearnedPositionalEmbedding(cfg.d_model, cfg.max_len)  # right-aligned, added here
+        self.encoder = Encoder(dataclasses.replace(cfg, positional="none"))
+        self.head: nn.Module = nn.Identity()
+        self.bias: nn.Parameter | None = None
+
+    def forward(self, ids: Tensor) -> Tensor:
+        """ids long (B, T <= max_len), left-padded with 0 → hidden (B, T, d) (after ``head``)."""
+        T = ids.size(1)
+        if T > self.cfg.max_len:
+            raise ValueError(f"sequence of {T} items exceeds max_len={self.cfg.max_len}")
+        pad = ids.eq(0)  # (B, T)
+        x = self.pos(self.item_emb(ids), offset=self.cfg.max_len - T)  # (B, T, d)
+        h = self.encoder(x, pad, causal=self.causal)
+        return self.head(h)
+
+    def user_states(self, ids: Tensor) -> Tensor:
+        """ids (B, T) whose last position is the one to predict from → (B, d)."""
+        return self(ids)[:, -1]
+
+    def item_weights(self) -> Tensor:
+        """(N + 1, d): rows 0 (padding) .. N; the mask token is never scored."""
+        return self.item_emb.weight[: self.num_items + 1]
+
+    def score_items(self, h: Tensor, items: Tensor) -> Tensor:
+        """h (..., d), items long (..., C) → scores (..., C)."""
+        s = (self.item_emb.weight[items] * h.unsqueeze(-2)).sum(-1)
+        return s + self.bias[items] if self.bias is not None else s
+
+    def score_all(self, h: Tensor) -> Tensor:
+        """h (B, d) → (B, N + 1) scores, column = item id; column 0 (padding) is -inf."""
+        s = F.linear(h, self.item_weights(), None if self.bias is None else self.bias[: self.num_items + 1])
+        s = s.float()
+        s[:, 0] = float("-inf")
+        return s
+
+
+class SASRec(SequentialRecommender):
+    """Self-attentive sequential recommendation (Kang & McAuley, ICDM 2018): a causal encoder; the
+    state at position t scores the item at t + 1 by a dot product with its embedding."""
+
+    causal = True
+
+
+class BERT4Rec(SequentialRecommender):
+    """BERT4Rec (Sun et al., CIKM 2019): a bidirectional encoder trained to recover masked items;
+    predicts the next item at a mask token appended to the history. Output head: dense + GELU +
+    LayerNorm, then the tied item embeddings plus a per-item bias."""
+
+    causal = False
+
+    def __init__(self, cfg: TransformerConfig, num_items: int) -> None:
+        super().__init__(cfg, num_items)
+        self.head = nn.Sequential(nn.Linear(cfg.d_model, cfg.d_model), nn.GELU(), nn.LayerNorm(cfg.d_model))
+        self.bias = nn.Parameter(torch.zeros(num_items + 2))
+
+    @property
+    def mask_id(self) -> int:
+        return self.num_items + 1
+
+
+MODELS: dict[str, type[SequentialRecommender]] = {"sasrec": SASRec, "bert4rec": BERT4Rec}
+
+
+def _full_ce(model: SequentialRecommender, h: Tensor, targets: Tensor, label_smoothing: float) -> Tensor:
+    """h (M, d) at the M supervised positions, targets (M,) in 1..N → softmax CE over all N items."""
+    w = model.item_weights()[1:]  # (N, d)
+    b = None if model.bias is None else model.bias[1 : model.num_items + 1]
+    logits = F.linear(h, w, b).float()  # (M, N)
+    return F.cross_entropy(logits, targets - 1, label_smoothing=label_smoothing)
+
+
+def _sampled_ce(model: SequentialRecommender, h: Tensor, targets: Tensor, negatives: Tensor,
+                label_smoothing: float) -> Tensor:
+    """Sampled softmax: each target against K items shared by the batch, negatives (K,) drawn
+    uniformly; a negative equal to the row's target is masked out. h (M, d), targets (M,)."""
+    pos = model.score_items(h, targets[:, None])  # (M, 1)
+    w = model.item_emb.weight[negatives]  # (K, d)
+    neg = F.linear(h, w, None if model.bias is None else model.bias[negatives])  # (M, K)
+    logits = torch.cat([pos, neg], 1).float()
+    logits[:, 1:] = logits[:, 1:].masked_fill(negatives[None, :] == targets[:, None], float("-inf"))
+    zeros = torch.zeros(len(targets), dtype=torch.long, device=h.device)
+    return F.cross_entropy(logits, zeros, label_smoothing=label_smoothing)
+
+
+def _ce(model: SequentialRecommender, h: Tensor, targets: Tensor, batch: dict[str, Tensor],
+        label_smoothing: float) -> Tensor:
+    if "ce_negatives" in batch:
+        return _sampled_ce(model, h, targets, batch["ce_negatives"], label_smoothing)
+    return _full_ce(model, h, targets, label_smoothing)
+
+
+def sasrec_loss(model: SequentialRecommender, batch: dict[str, Tensor], loss: str = "ce",
+                label_smoothing: float = 0.0) -> tuple[Tensor, dict[str, Tensor]]:
+    """batch: ``inputs`` (B, T) items 0-padded; ``targets`` (B, T) the next item (0 = no target);
+    for ``bce`` also ``negatives`` (B, T, K) sampled items; optional ``ce_negatives`` (K,).
+
+    ``ce``: softmax cross-entropy over the whole catalogue at every position (or, with
+    ``ce_negatives``, over the target and K items shared by the batch). ``bce``: the paper's binary
+    cross-entropy, the target against K sampled negatives.
+    """
+    h = model(batch["inputs"])  # (B, T, d)
+    tgt = batch["targets"]
+    sel = tgt.gt(0)  # (B, T) positions with a next item
+    if loss == "ce":
+        return _ce(model, h[sel], tgt[sel], batch, label_smoothing), {}
+    if loss != "bce":
+        raise ValueError(f"loss must be 'ce' or 'bce', got {loss!r}")
+    hs = h[sel]  # (M, d)
+    pos = model.score_items(hs, tgt[sel][:, None]).float()  # (M, 1)
+    neg = model.score_items(hs, batch["negatives"][sel]).float()  # (M, K)
+    loss_pos = F.binary_cross_entropy_with_logits(pos, torch.ones_like(pos))
+    loss_neg = F.binary_cross_entropy_with_logits(neg, torch.zeros_like(neg))
+    with torch.no_grad():
+        auc = (pos > neg).float().mean()
+    return loss_pos + loss_neg, {"pair_acc": auc}
+
+
+def bert4rec_loss(model: SequentialRecommender, batch: dict[str, Tensor],
+                  label_smoothing: float = 0.0) -> tuple[Tensor, dict[str, Tensor]]:
+    """batch: ``inputs`` (B, T) with masked items, ``labels`` (B, T) the original item at masked
+    positions and ``IGNORE_INDEX`` (-100) elsewhere → softmax CE over all items (or the sampled
+    ``ce_negatives`` (K,)) at masked positions."""
+    h = model(batch["inputs"])  # (B, T, d)
+    sel = batch["labels"].gt(0)
+    return _ce(model, h[sel], batch["labels"][sel], batch, label_smoothing), {"masked": sel.sum().float()}

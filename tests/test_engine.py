@@ -1,0 +1,403 @@
+"""Training engine: schedules, optimizer groups, checkpoints, runtime helpers, logging and the Trainer."""
+from __future__ import annotations
+
+import csv
+import math
+import os
+import pickle
+import random
+import socket
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import TensorDataset
+
+from core import distributed as D
+from core.checkpoint import (atomic_save_torch, atomic_write_json, atomic_write_text, load_torch, load_weights,
+                             read_weights_metadata, save_weights)
+from core.errors import ConfigError
+from core.optim import build_optimizer, no_decay_names, param_groups
+from core.run_log import RunLogger
+from core.runtime import autocast, limit_blas_threads, resolve_device, rng_state, seed_everything, set_rng_state
+from core.schedules import build_scheduler, lr_lambda
+from core.trainer import Trainer, TrainingArguments, lower_is_better
+from safetensors.torch import load_file
+
+# --- tiny synthetic regression problem ------------------------------------------------------------
+
+
+def make_data(n: int = 64, d: int = 8, seed: int = 0) -> TensorDataset:
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, d, generator=g)
+    y = x @ torch.linspace(-1, 1, d) + 0.1 * torch.randn(n, generator=g)
+    return TensorDataset(x, y)
+
+
+def collate(items: list) -> dict:
+    return {"x": torch.stack([i[0] for i in items]), "y": torch.stack([i[1] for i in items])}
+
+
+def mse_loss(model: nn.Module, batch: dict) -> tuple[torch.Tensor, dict]:
+    loss = F.mse_loss(model(batch["x"]).squeeze(-1), batch["y"])
+    return loss, {"rmse": loss.detach().sqrt()}
+
+
+def make_model(dropout: float = 0.0, seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Linear(8, 32), nn.ReLU(), nn.Dropout(dropout), nn.Linear(32, 1))
+
+
+def make_eval(valid: TensorDataset):
+    def eval_fn(model: nn.Module) -> dict:
+        x, y = valid.tensors
+        with torch.no_grad():
+            err = model(x).squeeze(-1) - y
+        return {"loss": float((err ** 2).mean()), "mae": float(err.abs().mean())}
+    return eval_fn
+
+
+def args(**kw) -> TrainingArguments:
+    base = dict(epochs=3, batch_size=8, lr=1e-2, warmup_steps=2, device="cpu", progress=False, log_every=2,
+                seed=3)
+    base.update(kw)
+    return TrainingArguments(**base)
+
+
+def weights(model: nn.Module) -> dict:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def assert_same(a: dict, b: dict) -> None:
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+def read_csv(path: Path) -> list[dict]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+# --- schedules ------------------------------------------------------------------------------------
+
+def test_inverse_sqrt_peaks_at_warmup_then_decays():
+    f = lr_lambda("inverse_sqrt", warmup_steps=4)
+    assert f(3) == pytest.approx(1.0)  # optimizer step 4 == warmup runs at the peak lr
+    assert f(0) == pytest.approx(0.25) and f(1) == pytest.approx(0.5)
+    assert f(15) == pytest.approx(math.sqrt(4 / 16)) and f(399) == pytest.approx(math.sqrt(4 / 400))
+    assert max(f(k) for k in range(100)) == pytest.approx(1.0)
+    opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=0.1)
+    sched = build_scheduler(opt, "inverse_sqrt", 4)
+    lrs = []
+    for _ in range(8):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert lrs[3] == pytest.approx(0.1) and lrs[7] == pytest.approx(0.1 * math.sqrt(4 / 8))
+
+
+def test_cosine_linear_constant():
+    cos = lr_lambda("cosine", 10, 110, min_lr_ratio=0.1)
+    assert cos(9) == pytest.approx(1.0) and cos(109) == pytest.approx(0.1) and cos(500) == pytest.approx(0.1)
+    assert cos(59) == pytest.approx(0.55)  # half-way through the decay
+    lin = lr_lambda("linear", 10, 110)
+    assert lin(4) == pytest.approx(0.5) and lin(9) == pytest.approx(1.0) and lin(109) == pytest.approx(0.0)
+    const = lr_lambda("constant", 5)
+    assert const(0) == pytest.approx(0.2) and const(4) == 1.0 and const(1000) == 1.0
+    with pytest.raises(ConfigError, match="unknown schedule"):
+        lr_lambda("step", 0, 10)
+    with pytest.raises(ConfigError, match="total_steps"):
+        lr_lambda("cosine", 0, None)
+
+
+# --- optimizer groups -----------------------------------------------------------------------------
+
+class TinyLM(nn.Module):
+    def __init__(self, vocab: int = 11, d: int = 6) -> None:
+        super().__init__()
+        self.tok = nn.Embedding(vocab, d)
+        self.pos_embed = nn.Parameter(torch.zeros(1, 5, d))
+        self.proj = nn.Linear(d, d)
+        self.norm = nn.LayerNorm(d)
+        self.head = nn.Linear(d, vocab, bias=False)
+        self.head.weight = self.tok.weight  # tied
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.head(self.norm(self.proj(self.tok(ids) + self.pos_embed[:, : ids.shape[1]])))
+
+
+def test_param_groups_decay_split_and_tied_once():
+    model = TinyLM()
+    groups = param_groups(model, 0.1)
+    assert [g["weight_decay"] for g in groups] == [0.1, 0.0]
+    assert [tuple(p.shape) for p in groups[0]["params"]] == [(6, 6)]  # only proj.weight decays
+    all_ids = [id(p) for g in groups for p in g["params"]]
+    assert len(all_ids) == len(set(all_ids)) == len(list(model.parameters()))
+    assert no_decay_names(model) == {"tok.weight", "pos_embed", "proj.bias", "norm.weight", "norm.bias"}
+    opt = build_optimizer(model, lr=1e-3, weight_decay=0.1)
+    assert isinstance(opt, torch.optim.AdamW) and opt.defaults["betas"] == (0.9, 0.98)
+    with pytest.raises(ConfigError):
+        build_optimizer(model, lr=0.0)
+
+
+# --- checkpoints ----------------------------------------------------------------------------------
+
+def test_safetensors_round_trip_restores_tied_weights(tmp_path):
+    src = TinyLM()
+    nn.init.normal_(src.pos_embed)
+    path = tmp_path / "w" / "model.safetensors"
+    save_weights(src, path, metadata={"step": 7, "note": "hi"})
+    assert sorted(os.listdir(path.parent)) == ["model.safetensors"]  # no temporary file left behind
+    assert "head.weight" not in load_file(str(path))  # stored once
+    assert read_weights_metadata(path) == {"step": "7", "note": "hi"}
+    torch.manual_seed(123)
+    dst = TinyLM()
+    load_weights(dst, path, strict=True)
+    assert_same(weights(src), weights(dst))
+    assert dst.head.weight is dst.tok.weight
+    # views of one storage that are not the same tensor are cloned rather than refused
+    base = torch.arange(6.0)
+    save_weights({"a": base, "b": base[2:4], "c": base}, tmp_path / "views.safetensors")
+    assert load_file(str(tmp_path / "views.safetensors"))["b"].tolist() == [2.0, 3.0]
+
+
+def test_load_weights_errors_name_the_tensors(tmp_path):
+    path = tmp_path / "m.safetensors"
+    save_weights(nn.Sequential(nn.Linear(4, 3), nn.Linear(3, 2)), path)
+    with pytest.raises(ConfigError, match=r"shape mismatch: 1\.weight \(file \[2, 3\] vs model \[5, 3\]\)"):
+        load_weights(nn.Sequential(nn.Linear(4, 3), nn.Linear(3, 5)), path)
+    with pytest.raises(ConfigError, match=r"missing tensors: 2\.weight, 2\.bias"):
+        load_weights(nn.Sequential(nn.Linear(4, 3), nn.Linear(3, 2), nn.Linear(2, 2)), path)
+    with pytest.raises(ConfigError, match=r"unexpected tensors: 1\.bias, 1\.weight"):
+        load_weights(nn.Sequential(nn.Linear(4, 3)), path)
+    assert load_weights(nn.Sequential(nn.Linear(4, 3)), path, strict=False) == ([], ["1.bias", "1.weight"])
+    with pytest.raises(ConfigError, match="not found"):
+        load_weights(nn.Linear(1, 1), tmp_path / "nope.safetensors")
+    (tmp_path / "bad.safetensors").write_bytes(b"garbage!")
+    with pytest.raises(ConfigError, match="safetensors"):
+        load_weights(nn.Linear(1, 1), tmp_path / "bad.safetensors")
+
+
+class _Evil:
+    def __reduce__(self):
+        return (os.system, ("echo pwned",))
+
+
+def test_atomic_files_and_safe_torch_load(tmp_path):
+    atomic_write_json(tmp_path / "a.json", {"x": 1, "p": tmp_path})
+    atomic_write_text(tmp_path / "b.txt", "hello")
+    assert (tmp_path / "b.txt").read_text() == "hello" and '"x": 1' in (tmp_path / "a.json").read_text()
+    obj = {"t": torch.arange(3), "n": 4, "l": [1.5, None]}
+    atomic_save_torch(obj, tmp_path / "s.pt")
+    back = load_torch(tmp_path / "s.pt")
+    assert torch.equal(back["t"], obj["t"]) and back["l"] == [1.5, None]
+    (tmp_path / "evil.pt").write_bytes(pickle.dumps(_Evil(), protocol=2))
+    with pytest.raises(ConfigError, match="cannot read state"):
+        load_torch(tmp_path / "evil.pt")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.json", "b.txt", "evil.pt", "s.pt"]
+
+
+# --- runtime --------------------------------------------------------------------------------------
+
+def test_rng_state_round_trips_through_weights_only(tmp_path):
+    seed_everything(5)
+    np.random.randn()  # leaves a cached gaussian in numpy's legacy state
+    atomic_save_torch(rng_state(), tmp_path / "rng.pt")
+    first = (random.random(), np.random.randn(3).tolist(), torch.rand(3).tolist())
+    set_rng_state(load_torch(tmp_path / "rng.pt"))
+    assert (random.random(), np.random.randn(3).tolist(), torch.rand(3).tolist()) == first
+
+
+def test_devices_precision_and_blas_limit():
+    assert resolve_device("cpu") == torch.device("cpu")
+    assert resolve_device("auto").type in ("cpu", "cuda")
+    with pytest.raises(ConfigError):
+        resolve_device("tpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match="CUDA is not available"):
+            resolve_device("cuda:1")
+    with pytest.raises(ConfigError, match="precision"):
+        autocast(torch.device("cpu"), "fp8")
+    with autocast(torch.device("cpu"), "bf16"):
+        assert (torch.ones(2, 2) @ torch.ones(2, 2)).dtype == torch.bfloat16
+    with limit_blas_threads():
+        assert float(np.ones((4, 4)).dot(np.ones(4)).sum()) == 16.0
+
+
+# --- run log --------------------------------------------------------------------------------------
+
+def test_run_logger_csv_columns_resume_and_curves(tmp_path):
+    log = RunLogger(tmp_path, tensorboard=False)
+    log.log(1, 0.1, "train", lr=0.5, loss=2.0)
+    log.log(2, 0.2, "valid", loss=1.5, accuracy=0.25)  # a new column rewrites the header
+    log.log(3, 0.3, "train", lr=0.25, loss=1.0)
+    rows = read_csv(tmp_path / "log.csv")
+    assert list(rows[0]) == ["step", "epoch", "split", "lr", "loss", "accuracy"]
+    assert [r["accuracy"] for r in rows] == ["", "0.25", ""] and rows[2]["lr"] == "0.25"
+    state = {"n_rows": 2}
+    assert log.plot_curves() == tmp_path / "curves.png" and (tmp_path / "curves.png").stat().st_size > 1000
+    resumed = RunLogger(tmp_path, resume=True, tensorboard=False)
+    resumed.load_state_dict(state, step=2)
+    assert [r["step"] for r in read_csv(tmp_path / "log.csv")] == ["1", "2"]
+    assert RunLogger(tmp_path, tensorboard=False).rows == [] and not (tmp_path / "log.csv").exists()
+
+
+# --- trainer --------------------------------------------------------------------------------------
+
+def test_training_arguments_have_help_and_validate():
+    from dataclasses import fields
+    assert all(f.metadata.get("help") for f in fields(TrainingArguments))
+    with pytest.raises(ConfigError, match="batch_size"):
+        TrainingArguments(batch_size=0)
+    with pytest.raises(ConfigError, match="schedule"):
+        TrainingArguments(schedule="exp")
+    assert lower_is_better("valid_loss") and lower_is_better("wer") and lower_is_better("bits_per_char")
+    assert not lower_is_better("accuracy") and not lower_is_better("answer_f1")
+    assert TrainingArguments(metric_for_best="f1").higher_is_better
+
+
+def test_train_logs_evaluates_and_saves(tmp_path):
+    valid = make_data(32, seed=1)
+    trainer = Trainer(make_model(), args(eval_every=4), make_data(), collate, mse_loss, make_eval(valid),
+                      run_dir=tmp_path)
+    before = make_eval(valid)(trainer.model)["loss"]
+    out = trainer.train()
+    assert out["steps"] == 24 and out["epochs"] == 3.0 and not out["stopped_early"]
+    assert out["best_metric"] < before and out["examples_per_s"] > 0
+    assert out["best_metric"] == pytest.approx(make_eval(valid)(trainer.model)["loss"])  # best reloaded
+    rows = read_csv(tmp_path / "log.csv")
+    assert list(rows[0]) == ["step", "epoch", "split", "lr", "loss", "rmse", "grad_norm", "mae"]
+    assert [r["step"] for r in rows if r["split"] == "valid"] == ["4", "8", "12", "16", "20", "24"]
+    assert float(rows[0]["lr"]) == pytest.approx(1e-2)  # step 2 == warmup: the peak lr
+    for name in ("model.safetensors", "curves.png", "checkpoint/model.safetensors", "checkpoint/trainer_state.pt"):
+        assert (tmp_path / name).is_file(), name
+    assert any((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
+
+
+def _run(tmp, callbacks=None, loss_fn=mse_loss, resume=False, **kw):
+    model = make_model(dropout=0.2)
+    a = args(grad_accum=2, eval_every=3, resume=resume, **kw)
+    trainer = Trainer(model, a, make_data(), collate, loss_fn, make_eval(make_data(32, seed=1)), run_dir=tmp,
+                      callbacks=callbacks)
+    return trainer, trainer.train()
+
+
+class _InterruptAt:
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_step_end(self, trainer, logs) -> None:
+        if trainer.state.step == self.step:
+            raise KeyboardInterrupt
+
+
+@pytest.mark.parametrize("where", ["after_step_5", "after_eval_step_6", "inside_step_7"])
+def test_interrupt_and_resume_is_bit_identical(tmp_path, where):
+    ref_trainer, ref = _run(tmp_path / "ref")
+    callbacks, loss_fn = None, mse_loss
+    if where.startswith("after"):
+        callbacks = [_InterruptAt(int(where[-1]))]
+    else:
+        calls = [0]
+
+        def loss_fn(model, batch):  # noqa: F811 - raise in the 2nd micro-batch of step 7
+            calls[0] += 1
+            if calls[0] == 14:
+                raise KeyboardInterrupt
+            return mse_loss(model, batch)
+    with pytest.raises(KeyboardInterrupt):
+        _run(tmp_path / "run", callbacks=callbacks, loss_fn=loss_fn)
+    assert (tmp_path / "run" / "checkpoint" / "trainer_state.pt").is_file()
+    trainer, out = _run(tmp_path / "run", resume=True)
+    assert_same(weights(ref_trainer.model), weights(trainer.model))  # best weights, reloaded
+    assert_same(load_file(str(tmp_path / "ref/checkpoint/model.safetensors")),
+                load_file(str(tmp_path / "run/checkpoint/model.safetensors")))  # final weights
+    for k in ("steps", "best_metric", "best_step", "last_metrics"):
+        assert out[k] == ref[k], k
+    assert read_csv(tmp_path / "ref/log.csv") == read_csv(tmp_path / "run/log.csv")
+
+
+def test_same_seed_same_run_and_bf16_path():
+    data, valid = make_data(), make_eval(make_data(32, seed=1))
+    outs = [Trainer(make_model(0.1), args(), data, collate, mse_loss, valid).train() for _ in range(2)]
+    assert outs[0]["last_metrics"] == outs[1]["last_metrics"]
+    other = Trainer(make_model(0.1), args(seed=4), data, collate, mse_loss, valid).train()
+    assert other["last_metrics"] != outs[0]["last_metrics"]
+    bf16 = Trainer(make_model(), args(precision="bf16", max_steps=5), data, collate, mse_loss, valid).train()
+    assert bf16["steps"] == 5 and math.isfinite(bf16["best_metric"])
+
+
+def test_early_stopping_keeps_and_reloads_best(tmp_path):
+    scores = iter([1.0, 0.5, 0.7, 0.6, 0.9, 0.1])
+    snapshots = {}
+
+    def eval_fn(model):
+        snapshots[len(snapshots) + 1] = weights(model)
+        return {"loss": next(scores)}
+    trainer = Trainer(make_model(), args(eval_every=1, early_stopping_patience=3, epochs=5), make_data(),
+                      collate, mse_loss, eval_fn, run_dir=tmp_path)
+    out = trainer.train()
+    assert out["stopped_early"] and out["steps"] == 5 and out["best_step"] == 2 and out["best_metric"] == 0.5
+    assert_same(weights(trainer.model), snapshots[2])
+    assert_same(load_file(str(tmp_path / "model.safetensors")), snapshots[2])
+    acc = iter([0.2, 0.9, 0.4])
+    out = Trainer(make_model(), args(eval_every=1, max_steps=3, metric_for_best="acc"), make_data(), collate,
+                  mse_loss, lambda m: {"acc": next(acc)}).train()
+    assert out["best_step"] == 2  # "acc": greater is better
+
+
+def test_time_limit_stops_cleanly_and_still_evaluates(tmp_path):
+    out = Trainer(make_model(), args(max_time_minutes=1e-9), make_data(), collate, mse_loss,
+                  make_eval(make_data(32, seed=1)), run_dir=tmp_path).train()
+    assert out["steps"] == 1 and out["best_step"] == 1
+    assert (tmp_path / "model.safetensors").is_file() and (tmp_path / "checkpoint/trainer_state.pt").is_file()
+    with pytest.raises(ConfigError, match="metric_for_best 'acc'"):
+        Trainer(make_model(), args(metric_for_best="acc"), make_data(), collate, mse_loss,
+                make_eval(make_data(32, seed=1))).train()
+
+
+def test_custom_batch_sampler_and_no_eval(tmp_path):
+    def sampler(epoch, seed):  # e.g. length bucketing: deterministic in (epoch, seed), uneven sizes
+        g = torch.Generator().manual_seed(seed * 100 + epoch)
+        perm = torch.randperm(64, generator=g).tolist()
+        return [perm[:10], perm[10:40], perm[40:]]
+    out = Trainer(make_model(), args(epochs=2), make_data(), collate, mse_loss, run_dir=tmp_path,
+                  batch_sampler_fn=sampler).train()
+    assert out["steps"] == 6 and out["best_step"] is None
+    assert (tmp_path / "model.safetensors").is_file()  # final weights when there is no eval_fn
+
+
+# --- DDP: 2 gloo processes == 1 process with the same global batch -------------------------------
+
+def _ddp_args() -> TrainingArguments:
+    return args(batch_size=16, grad_accum=2, epochs=2, eval_every=2)
+
+
+def _ddp_worker(rank: int, port: int, out: str) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE="2", RANK=str(rank),
+                      LOCAL_RANK=str(rank))
+    torch.set_num_threads(1)
+    trainer = Trainer(make_model(), _ddp_args(), make_data(), collate, mse_loss, make_eval(make_data(32, seed=1)))
+    result = trainer.train()
+    if rank == 0:
+        torch.save({"weights": weights(trainer.model), "best": result["best_metric"]}, out)
+    D.cleanup()
+
+
+@pytest.mark.slow
+def test_ddp_two_processes_match_one(tmp_path):
+    import torch.multiprocessing as mp
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.spawn(_ddp_worker, args=(port, str(tmp_path / "ddp.pt")), nprocs=2, join=True)
+    ddp = torch.load(tmp_path / "ddp.pt", weights_only=True)
+    single = Trainer(make_model(), _ddp_args(), make_data(), collate, mse_loss, make_eval(make_data(32, seed=1)))
+    best = single.train()["best_metric"]
+    assert best == pytest.approx(ddp["best"], rel=1e-5)
+    for k, v in weights(single.model).items():
+        torch.testing.assert_close(ddp["weights"][k], v, rtol=1e-5, atol=1e-6)

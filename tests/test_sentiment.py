@@ -1,0 +1,127 @@
+"""Sentiment end to end through the CLI: run directory, evaluate, predict, learning, bad input."""
+import json
+
+import pytest
+
+from conftest import shared_path
+
+QUICK = ["--quick", "--progress", "false"]
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory):
+    from tasks.cli import main
+
+    out = tmp_path_factory.mktemp("runs") / "sent"
+    assert main(["train", "sentiment", *QUICK, "--max-steps", "150", "--out", str(out)]) == 0
+    return out
+
+
+def test_run_directory_layout(quick_run):
+    for name in ("config.json", "metrics.json", "model.safetensors", "log.csv", "curves.png",
+                 "confusion_matrix.png", "assets/tokenizer.json", "assets/labels.json"):
+        assert (quick_run / name).is_file(), name
+    assert (quick_run / "tensorboard").is_dir()
+    m = json.loads((quick_run / "metrics.json").read_text())
+    for key in ("accuracy", "precision", "recall", "f1", "loss"):
+        assert 0.0 <= m[key] <= (1.0 if key != "loss" else 10.0)
+    assert m["split"] == "test" and m["num_params"] > 0
+    assert m["accuracy"] > 0.55  # built-in snippets are balanced: chance is 0.5
+
+
+def test_evaluate_matches_training_metrics(quick_run, cli):
+    code, out, _ = cli("evaluate", "sentiment", "--run", quick_run)
+    assert code == 0
+    m = json.loads(out)
+    trained = json.loads((quick_run / "metrics.json").read_text())
+    assert m["accuracy"] == pytest.approx(trained["accuracy"])
+
+
+def test_predict(quick_run, cli):
+    code, out, _ = cli("predict", "sentiment", "--run", quick_run, "a wonderful, moving film", "dull and tedious")
+    assert code == 0
+    preds = [json.loads(line) for line in out.strip().splitlines()]
+    assert len(preds) == 2 and {p["label"] for p in preds} <= {"positive", "negative"}
+    assert all(0.5 <= p["probability"] <= 1.0 for p in preds)
+
+
+def test_config_file_and_flag_precedence(tmp_path, cli):
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text("d_model: 32\nn_heads: 2\nmax_steps: 5\nlr: 0.01\n")
+    out = tmp_path / "run"
+    code, _, err = cli("train", "sentiment", *QUICK, "--config", cfg, "--lr", "0.002", "--out", out)
+    assert code == 0, err
+    args = json.loads((out / "config.json").read_text())["args"]
+    assert args["d_model"] == 32 and args["max_steps"] == 5 and args["lr"] == 0.002
+
+
+def test_same_seed_same_metrics(tmp_path, cli):
+    runs = []
+    for name in ("a", "b"):
+        code, _, err = cli("train", "sentiment", *QUICK, "--max-steps", "20", "--seed", "3", "--out", tmp_path / name)
+        assert code == 0, err
+        runs.append(json.loads((tmp_path / name / "metrics.json").read_text()))
+    for key in ("accuracy", "f1", "loss"):
+        assert runs[0][key] == runs[1][key]
+
+
+def test_learns_sst2(tmp_path, cli):
+    """A short run on real SST-2 phrases clearly beats the majority class on the dev set."""
+    sst = shared_path("sst2")
+    out = tmp_path / "sst"
+    code, _, err = cli("train", "sentiment", "--data", sst / "train.tsv", "--valid-data", sst / "dev.tsv",
+                       "--test-data", sst / "dev.tsv", "--max-examples", "20000", "--max-steps", "300",
+                       "--batch-size", "64", "--d-model", "64", "--n-heads", "2", "--n-layers", "1", "--d-ff", "128",
+                       "--vocab-size", "4000", "--warmup-steps", "30", "--lr", "2e-3", "--eval-every", "150",
+                       "--progress", "false", "--precision", "bf16", "--out", out)
+    assert code == 0, err
+    m = json.loads((out / "metrics.json").read_text())
+    majority = 0.509  # share of the larger class in dev.tsv
+    assert m["accuracy"] > majority + 0.15, m
+
+
+# -- bad input: one clear line, exit status 2, no run directory -------------------------------------
+
+def _bad(tmp_path, cli, *args, expect):
+    out = tmp_path / "never"
+    code, _, err = cli("train", "sentiment", *QUICK, *args, "--out", out)
+    assert code == 2
+    lines = [line for line in err.strip().splitlines() if line.startswith("panformer: error:")]
+    assert len(lines) == 1 and expect in lines[0], err
+    assert "Traceback" not in err
+    assert not out.exists()
+
+
+def test_missing_file(tmp_path, cli):
+    _bad(tmp_path, cli, "--data", tmp_path / "nope.csv", expect="file not found")
+
+
+def test_missing_column(tmp_path, cli):
+    f = tmp_path / "d.csv"
+    f.write_text("review,label\ngood,1\nbad,0\n")
+    _bad(tmp_path, cli, "--data", f, "--text-column", "body", expect="no column 'body'")
+
+
+def test_empty_dataset(tmp_path, cli):
+    f = tmp_path / "empty.csv"
+    f.write_text("text,label\n")
+    _bad(tmp_path, cli, "--data", f, expect="no rows")
+
+
+def test_unknown_label(tmp_path, cli):
+    train, test = tmp_path / "train.csv", tmp_path / "test.csv"
+    train.write_text("text,label\n" + "".join(f"good film {i},pos\nbad film {i},neg\n" for i in range(30)))
+    test.write_text("text,label\nfine,neutral\n")
+    _bad(tmp_path, cli, "--data", train, "--test-data", test, expect="unknown label 'neutral'")
+
+
+def test_undecodable_text(tmp_path, cli):
+    f = tmp_path / "latin1.csv"
+    f.write_bytes("text,label\ncaf\xe9 cr\xe8me,1\nbad,0\n".encode("latin-1"))
+    _bad(tmp_path, cli, "--data", f, expect="not valid UTF-8")
+
+
+def test_empty_text_cell(tmp_path, cli):
+    f = tmp_path / "d.csv"
+    f.write_text("text,label\ngood,1\n,0\n")
+    _bad(tmp_path, cli, "--data", f, expect="row 2")
