@@ -66,6 +66,8 @@ def load_table(source: str | Path, what: str = "--data", split: str = "train", h
         except UnicodeDecodeError as e:
             raise DataError(f"{what}: {path} is not valid UTF-8 text (byte {e.start}: {e.reason})") from None
         except Exception as e:  # noqa: BLE001 - parse errors from pandas / arrow
+            if "corresponds to no data" in str(e):  # a header without rows
+                raise DataError(f"{what}: {path} has no rows") from None
             cause = e
             while cause.__cause__ is not None or cause.__context__ is not None:
                 if isinstance(cause, UnicodeDecodeError):

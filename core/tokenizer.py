@@ -80,6 +80,8 @@ class TextTokenizer:
         if path.suffix == ".txt":
             return cls._from_vocab_txt(path)
         tok = Tokenizer.from_file(str(path))
+        tok.no_padding()  # Hugging Face files often pad/truncate to a fixed length; batching is ours
+        tok.no_truncation()
         special = path.with_suffix(".special.json")
         if special.is_file():
             return cls(tok, **json.loads(special.read_text()))

@@ -88,6 +88,7 @@ class TrainingArguments:
     progress: bool = field(default=True, metadata={"help": "show progress bars"})
     resume: bool = field(default=False, metadata={"help": "continue exactly from run_dir/checkpoint"})
     num_workers: int = field(default=0, metadata={"help": "DataLoader worker processes"})
+    threads: int = field(default=0, metadata={"help": "torch CPU threads (0: torch's default; --quick uses 1)"})
 
     def __post_init__(self) -> None:
         positive = {"epochs": self.epochs, "batch_size": self.batch_size, "grad_accum": self.grad_accum,

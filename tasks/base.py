@@ -70,6 +70,7 @@ class Task:
     quick: ClassVar[dict[str, Any]] = {}  # overrides applied by --quick
     main_metric: ClassVar[str] = "loss"  # the validation metric that picks the best checkpoint
     predict_help: ClassVar[str] = "INPUT... the inputs to predict"
+    eval_splits: ClassVar[tuple[str, ...]] = ("train", "valid", "test")  # choices of `evaluate --split`
 
     def __init__(self, args: Any) -> None:
         self.args = args  # a namespace with every resolved option

@@ -16,6 +16,8 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, Sequence
 
+import torch
+
 from core.checkpoint import atomic_write_json, load_weights
 from core.cli_args import add_dataclass_arguments, load_config_file, resolve_arguments
 from core.errors import ConfigError, DataError, PanformerError
@@ -41,10 +43,13 @@ def _task_parser(task_cls: type, command: str, defaults: dict[str, Any]) -> argp
     else:
         p.add_argument("--run", required=True, help="a run directory written by `panformer train`")
         p.add_argument("--device", default="auto", help="cpu | cuda | auto (default: auto)")
+        p.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
         if command == "evaluate":
             add_dataclass_arguments(p, DataArguments, "data (default: the run's own data)", {})
-            p.add_argument("--split", default="test", choices=["train", "valid", "test"], help="split to evaluate (default: test)")
+            p.add_argument("--split", default="test", choices=list(task_cls.eval_splits), help="split to evaluate (default: test)")
             p.add_argument("--out", default=None, help="write metrics.json and pictures here (default: print only)")
+            add_dataclass_arguments(p, task_cls.Arguments, f"{task_cls.name} options", {},
+                                    skip=set(getattr(task_cls, "model_fields", ())))
         else:
             p.add_argument("inputs", nargs="*", help=task_cls.predict_help)
             p.add_argument("--input-file", default=None, help="read inputs from this file, one per line")
@@ -92,6 +97,9 @@ def train(task_name: str, argv: Sequence[str] = (), recipe_defaults: dict[str, A
     """Run ``panformer train TASK argv...``; returns the metrics written to ``metrics.json``."""
     task_cls = get_task(task_name)
     args, targs = resolve_train_args(task_cls, argv, recipe_defaults)
+    threads = targs.threads or (1 if args.quick else 0)  # a --quick model is overhead-bound: 1 thread is fastest
+    if threads:
+        torch.set_num_threads(threads)
     task = task_cls(args)
     t0 = time.time()
     task.load_data()  # bad input fails here, before anything is written
@@ -155,12 +163,14 @@ def load_run(run: str | Path, device: str = "auto", overrides: dict[str, Any] | 
 def _evaluate(task_name: str, argv: Sequence[str]) -> None:
     task_cls = get_task(task_name)
     ns = vars(_task_parser(task_cls, "evaluate", {}).parse_args(list(argv)))
-    data_over = {k: ns[k] for k in ("data", "valid_data", "test_data", "max_examples") if k in ns}
+    data_over = {k: v for k, v in ns.items() if k not in ("run", "device", "threads", "split", "out")}
+    if ns.get("threads"):
+        torch.set_num_threads(ns["threads"])
     task, model = load_run(ns["run"], ns["device"], data_over)
     task.load_data()
     split = ns["split"]
     if task.splits.get(split) is None:
-        raise DataError(f"no {split} split; pass --{split.replace('valid', 'valid')}-data or another --split")
+        raise DataError(f"no {split} split in this data; pass --{split}-data or choose another --split")
     out_dir = Path(ns["out"]) if ns.get("out") else None
     if out_dir:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -179,7 +189,9 @@ def _predict(task_name: str, argv: Sequence[str]) -> None:
         if not path.is_file():
             raise DataError(f"--input-file: file not found: {path}")
         inputs += [line.rstrip("\n") for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    overrides = {k: v for k, v in ns.items() if k not in ("run", "device", "inputs", "input_file")}
+    if ns.get("threads"):
+        torch.set_num_threads(ns["threads"])
+    overrides = {k: v for k, v in ns.items() if k not in ("run", "device", "inputs", "input_file", "threads")}
     task, model = load_run(ns["run"], ns["device"], overrides)
     if not inputs and not getattr(task, "predict_without_inputs", False):
         raise DataError("nothing to predict: give INPUT arguments or --input-file")

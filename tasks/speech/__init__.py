@@ -37,6 +37,7 @@ class SpeechTask(Task):
     summary = "speech recognition: log-mel + conv subsampling + core Encoder, CTC (+ attention); WER / CER"
     Arguments = SpeechArguments
     main_metric = "cer"
+    eval_splits = ("train", "valid", "test", "test_seen")
     model_fields = MODEL_FIELDS
     defaults = dict(epochs=40, batch_size=32, lr=1.5e-3, schedule="cosine", warmup_steps=300, weight_decay=0.01,
                     metric_for_best="cer", adam_beta2=0.98, grad_clip=5.0)

@@ -65,7 +65,6 @@ class SpeechArguments:
         "help": "greedy (CTC best path) | beam (CTC prefix beam search) | attention (decoder beam search) | "
                 "joint (N-best of both rescored by ctc_weight x CTC + (1 - ctc_weight) x attention)"})
     beam_size: int = field(default=8, metadata={"help": "beam width of beam / attention / joint decoding"})
-    threads: int = field(default=0, metadata={"help": "torch intra-op CPU threads (0: torch's default)"})
     baseline: bool = field(default=False, metadata={"help": "also fit MFCC statistics + SVM (whole-utterance classes)"})
 
 
