@@ -20,6 +20,9 @@ TASK_MODULES: dict[str, str] = {
     "detection": "tasks.detection",
     "speech": "tasks.speech",
     "recommendation": "tasks.recommendation",
+    "music": "tasks.music",
+    "image-generation": "tasks.image_generation",
+    "tts": "tasks.tts",
 }
 
 _REGISTRY: dict[str, type] = {}
