@@ -15,7 +15,8 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(VENV)/bin/panformer train sentiment --quick --out runs/demo-sentiment --overwrite
+	$(VENV)/bin/panformer compare --quick --out runs/demo --overwrite
+	@echo "report: runs/demo/report.html (and report.md, results.json)"
 
 test: $(STAMP)
 	$(PY) -m pytest -q tests

@@ -36,6 +36,7 @@ from core.runtime import autocast, seed_everything  # noqa: E402
 from core.trainer import Trainer, TrainingArguments  # noqa: E402
 from tasks.cli import resolve_train_args, train  # noqa: E402
 from tasks.vit import VisionTransformer, VitTask, ViTConfig  # noqa: E402
+from tasks.vit.cnn import CNNConfig, SmallCNN  # noqa: E402  (the task's --arch cnn baseline)
 
 GUIDE = {"svc": 0.9933, "small_cnn": 0.9956}
 TARGET = 0.985
@@ -46,22 +47,6 @@ def recipe_defaults() -> dict:
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)  # type: ignore[union-attr]
     return dict(mod.DEFAULTS)
-
-
-class SmallCNN(nn.Module):
-    """(B, 1, 16, 16) → (B, 10): two conv blocks (32, 64 channels) and a 128-unit classifier."""
-
-    def __init__(self, channels: int = 1, num_classes: int = 10, dropout: float = 0.25) -> None:
-        super().__init__()
-        def block(i: int, o: int) -> nn.Sequential:
-            return nn.Sequential(nn.Conv2d(i, o, 3, padding=1), nn.BatchNorm2d(o), nn.ReLU(),
-                                 nn.Conv2d(o, o, 3, padding=1), nn.BatchNorm2d(o), nn.ReLU(), nn.MaxPool2d(2))
-        self.features = nn.Sequential(block(channels, 32), block(32, 64))  # 16 -> 8 -> 4
-        self.classifier = nn.Sequential(nn.Flatten(), nn.Dropout(dropout), nn.Linear(64 * 16, 128), nn.ReLU(),
-                                        nn.Dropout(dropout), nn.Linear(128, num_classes))
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.classifier(self.features(images))
 
 
 def step_time(model: nn.Module, task: VitTask, batch_size: int, precision: str, n: int = 6) -> float:
@@ -107,7 +92,7 @@ def run_svc(task: VitTask) -> dict:
 
 def run_cnn(task: VitTask, minutes: float, epochs: int | str, seed: int, precision: str) -> dict:
     seed_everything(seed)
-    model = SmallCNN(task.channels, len(task.labels))
+    model = SmallCNN(CNNConfig(in_channels=task.channels, num_classes=len(task.labels), image_size=16))
     bs = 64
     if epochs == "auto":
         epochs, _ = auto_epochs(model, task, bs, precision, minutes)

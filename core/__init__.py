@@ -2,7 +2,7 @@
 from .attention import MultiHeadAttention, get_attention_impl, set_attention_impl
 from .cache import KVCache
 from .config import TransformerConfig
-from .decoding import DecodeState, beam_search, greedy_search, sample
+from .decoding import DecodeState, beam_search, generate, greedy_search, sample
 from .embedding import OutputProjection, TokenEmbedding
 from .errors import ConfigError, DataError, PanformerError
 from .layers import DecoderLayer, EncoderLayer, FeedForward
@@ -10,6 +10,7 @@ from .masks import IGNORE_INDEX, causal_mask, lengths_to_padding_mask, mask_toke
 from .models import CausalTransformerLM, Seq2SeqTransformer, count_parameters
 from .pooling import pool
 from .positional import LearnedPositionalEmbedding, SinusoidalPositionalEncoding, sine_positional_2d
+from .rnn import RecurrentLM, RNNConfig, RNNEncoder
 from .transformer import Decoder, Encoder, EncoderDecoder
 
 __version__ = "0.1.0"
@@ -17,9 +18,9 @@ __version__ = "0.1.0"
 __all__ = [
     "TransformerConfig", "Encoder", "Decoder", "EncoderDecoder", "EncoderLayer", "DecoderLayer", "FeedForward",
     "MultiHeadAttention", "set_attention_impl", "get_attention_impl", "KVCache", "DecodeState",
-    "greedy_search", "beam_search", "sample", "TokenEmbedding", "OutputProjection",
+    "greedy_search", "beam_search", "sample", "generate", "TokenEmbedding", "OutputProjection",
     "SinusoidalPositionalEncoding", "LearnedPositionalEmbedding", "sine_positional_2d",
     "lengths_to_padding_mask", "causal_mask", "mask_tokens", "IGNORE_INDEX", "pool",
-    "Seq2SeqTransformer", "CausalTransformerLM", "count_parameters",
+    "Seq2SeqTransformer", "CausalTransformerLM", "count_parameters", "RNNConfig", "RNNEncoder", "RecurrentLM",
     "PanformerError", "DataError", "ConfigError",
 ]

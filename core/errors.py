@@ -5,7 +5,7 @@ set-up, not a bug: the CLI prints its message as one line and exits with status 
 """
 from __future__ import annotations
 
-__all__ = ["PanformerError", "DataError", "ConfigError"]
+__all__ = ["PanformerError", "DataError", "ConfigError", "PeerError"]
 
 
 class PanformerError(Exception):
@@ -18,3 +18,7 @@ class DataError(PanformerError):
 
 class ConfigError(PanformerError):
     """An invalid option, config file or run directory."""
+
+
+class PeerError(PanformerError):
+    """Another process of a multi-process (``torchrun``) run failed; the message names its rank and error."""

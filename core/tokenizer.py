@@ -136,20 +136,29 @@ def train_tokenizer(
         trainer = trainers.BpeTrainer(vocab_size=vocab_size, min_frequency=min_frequency, special_tokens=SPECIAL_TOKENS,
                                       show_progress=False)
     elif kind == "wordpiece":
-        # WordPieceTrainer breaks count ties in hash order (a different vocabulary each run); train the
-        # BPE-with-"##" it uses internally, then read it as WordPiece.
-        bpe = Tokenizer(models.BPE(unk_token="<unk>", continuing_subword_prefix="##"))
-        bpe.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-        bpe.normalizer = normalizers.Sequence([normalizers.NFKC()] + ([normalizers.Lowercase()] if lowercase else []))
+        # WordPieceTrainer (and BPE with a "##" prefix) break count ties by ids handed out in hash order:
+        # a different vocabulary each process. Train plain BPE over words marked with "▁" (deterministic:
+        # its alphabet is sorted), then read "▁piece" as a word start and "piece" as "##piece".
+        norm = normalizers.Sequence([normalizers.NFKC()] + ([normalizers.Lowercase()] if lowercase else []))
+        bpe = Tokenizer(models.BPE(unk_token="<unk>"))
+        bpe.normalizer = norm
+        bpe.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.BertPreTokenizer(), pre_tokenizers.Metaspace()])
         bpe.train_from_iterator(texts, trainers.BpeTrainer(
-            vocab_size=vocab_size, min_frequency=min_frequency, special_tokens=SPECIAL_TOKENS,
-            continuing_subword_prefix="##", show_progress=False), length=len(texts))
-        # WordPiece matching ignores ids: number tokens in a canonical order (alphabet ids vary by run).
-        rest = sorted(set(bpe.get_vocab()) - set(SPECIAL_TOKENS))
-        vocab = {t: i for i, t in enumerate(SPECIAL_TOKENS + rest)}
+            vocab_size=vocab_size, min_frequency=min_frequency, special_tokens=SPECIAL_TOKENS, show_progress=False),
+            length=len(texts))
+        pieces: set[str] = set()
+        for t in set(bpe.get_vocab()) - set(SPECIAL_TOKENS):
+            if t.startswith("\u2581"):
+                if len(t) > 1:
+                    pieces.add(t[1:])
+            else:
+                pieces.add("##" + t)
+                if len(t) == 1:
+                    pieces.add(t)  # every character can also start a word
+        vocab = {t: i for i, t in enumerate(SPECIAL_TOKENS + sorted(pieces))}
         tok = Tokenizer(models.WordPiece(vocab, unk_token="<unk>", continuing_subword_prefix="##"))
-        tok.normalizer = bpe.normalizer
-        tok.pre_tokenizer = bpe.pre_tokenizer
+        tok.normalizer = norm
+        tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
         tok.decoder = decoders.WordPiece()
         return TextTokenizer(tok)
     elif kind == "word":

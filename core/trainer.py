@@ -6,9 +6,14 @@ and optionally an ``eval_fn(model) -> {metric: value}``. Seed (:func:`core.runti
 before building the model; the Trainer re-seeds with ``args.seed`` when training starts.
 
 ``loss_fn`` receives the model as wrapped for training (``DistributedDataParallel`` under
-``torchrun``): call it (``model(**batch)``) rather than reaching into ``model.module``, so gradients
-are synchronised. ``eval_fn`` receives the bare model. The dataset must be map-style (``len`` and
-integer indexing); the data order is a pure function of ``(seed, epoch)``.
+``torchrun``): call it (``model(**batch)``) so gradients are synchronised, and reach other methods
+through :func:`core.distributed.unwrap`. ``eval_fn`` receives the bare model. The dataset must be
+map-style (``len`` and integer indexing); the data order is a pure function of ``(seed, epoch)``.
+
+Under ``torchrun`` every global batch (``batch_size`` examples, or one from ``batch_sampler_fn``) is
+cut into one contiguous shard per rank; a shard's loss is weighted by its share of the batch, so with
+a loss that is a mean over examples, N processes take the same steps as one (docs/distributed.md).
+``eval_fn`` runs on rank 0 only and its metrics are broadcast; rank 0 alone writes files.
 
 Run directory layout::
 
@@ -20,12 +25,10 @@ from __future__ import annotations
 
 import contextlib
 import math
-import os
 import re
-import shutil
 import sys
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
@@ -34,18 +37,19 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
 from . import distributed as D
-from .checkpoint import atomic_save_torch, load_torch, load_weights, save_weights
+from .checkpoint import load_weights, save_weights
 from .errors import ConfigError, DataError
 from .optim import build_optimizer
 from .run_log import RunLogger
 from .runtime import (PRECISIONS, autocast, capture_rng, limit_blas_threads, resolve_device, rng_state,
                       seed_everything, set_rng_state)
 from .schedules import SCHEDULES, build_scheduler
+from .trainer_state import TrainState, find_checkpoint, read_checkpoint, write_checkpoint
 
 __all__ = ["TrainingArguments", "Trainer", "TrainerCallback", "lower_is_better"]
 
 _LOWER_TOKENS = {"loss", "perplexity", "ppl", "wer", "cer", "error", "err", "bits", "bpc", "bpd", "nll",
-                 "mse", "rmse", "mae"}
+                 "mse", "rmse", "mae", "l1", "l2", "distance", "divergence", "kl"}
 
 
 def lower_is_better(metric: str) -> bool:
@@ -89,12 +93,15 @@ class TrainingArguments:
     resume: bool = field(default=False, metadata={"help": "continue exactly from run_dir/checkpoint"})
     num_workers: int = field(default=0, metadata={"help": "DataLoader worker processes"})
     threads: int = field(default=0, metadata={"help": "torch CPU threads (0: torch's default; --quick uses 1)"})
+    ddp_timeout_minutes: float = field(default=60.0, metadata={
+        "help": "under torchrun: how long a rank waits for the others (e.g. while rank 0 evaluates)"})
 
     def __post_init__(self) -> None:
         positive = {"epochs": self.epochs, "batch_size": self.batch_size, "grad_accum": self.grad_accum,
                     "log_every": self.log_every, "lr": self.lr, "max_steps": self.max_steps,
                     "eval_every": self.eval_every, "early_stopping_patience": self.early_stopping_patience,
-                    "max_time_minutes": self.max_time_minutes, "grad_clip": self.grad_clip}
+                    "max_time_minutes": self.max_time_minutes, "grad_clip": self.grad_clip,
+                    "ddp_timeout_minutes": self.ddp_timeout_minutes}
         for name, v in positive.items():
             if v is not None and v <= 0:
                 raise ConfigError(f"{name} must be positive, got {v}")
@@ -126,22 +133,6 @@ class TrainerCallback:
     def on_train_end(self, trainer: "Trainer", result: dict[str, Any]) -> None: ...
 
 
-@dataclass
-class _State:
-    step: int = 0  # optimizer steps done
-    epoch: int = 0  # current epoch
-    epoch_step: int = 0  # optimizer steps done within it
-    best_metric: float | None = None
-    best_step: int | None = None
-    patience: int = 0  # evaluations since the last improvement
-    last_eval_step: int = -1
-    eval_pending: bool = False  # the last step was due an evaluation that has not finished
-    stopped_early: bool = False
-    train_time_s: float = 0.0  # wall time in train(), all sessions
-    compute_time_s: float = 0.0  # of which in training steps
-    examples_seen: int = 0
-
-
 def _to_device(x: Any, device: torch.device, non_blocking: bool) -> Any:
     if isinstance(x, Tensor):
         return x.to(device, non_blocking=non_blocking)
@@ -168,7 +159,7 @@ class Trainer:
                  callbacks: list[Any] | None = None) -> None:
         self.args = args
         device = resolve_device(args.device)
-        self.device = D.init_distributed(device) if D.env_world_size() > 1 else device
+        self.device = D.init_distributed(device, args.ddp_timeout_minutes)
         self.world, self.rank = D.world_size(), D.rank()
         self.is_main = self.rank == 0
         if args.batch_size % self.world:
@@ -190,7 +181,7 @@ class Trainer:
         self.total_steps = args.max_steps or args.epochs * self.steps_per_epoch
         self.scheduler = build_scheduler(self.optimizer, args.schedule, args.warmup_steps, self.total_steps,
                                          args.min_lr_ratio)
-        self.state = _State()
+        self.state = TrainState()
         self.should_stop = False
         self.last_metrics: dict[str, float] = {}
         self.logger = RunLogger(self.run_dir or ".", enabled=False)
@@ -268,9 +259,9 @@ class Trainer:
                 if self.eval_fn is not None and st.last_eval_step != st.step:
                     self._evaluate()  # max_steps / max_time ended mid-interval
                 self._save_checkpoint()
-            except KeyboardInterrupt:
-                if self._phase != "optim":  # weights are consistent: save them to resume from
-                    self._save_checkpoint(force=True)
+            except (KeyboardInterrupt, RuntimeError) as e:  # Ctrl-C, or another rank died (torchrun)
+                if self._phase != "optim" and (isinstance(e, KeyboardInterrupt) or D.is_peer_failure(e)):
+                    self._save_checkpoint(force=True)  # weights are consistent: save them to resume from
                 raise
             finally:
                 self._bar.close()
@@ -328,7 +319,7 @@ class Trainer:
         self._phase = "train"
         loss_sum: Tensor | float = 0.0
         extra_sums: dict[str, Any] = {}
-        for i, (_, _, scale) in enumerate(micro):
+        for i, (idx, n, scale) in enumerate(micro):
             batch = _to_device(next(batches), self.device, non_blocking)
             sync = model.no_sync() if self.ddp is not None and i < len(micro) - 1 else contextlib.nullcontext()
             with sync:
@@ -336,9 +327,11 @@ class Trainer:
                     out = self.loss_fn(model, batch)
                 loss, extras = out if isinstance(out, tuple) else (out, None)
                 (loss * scale if scale != 1.0 else loss).backward()
-            loss_sum = loss_sum + loss.detach().float()
+            share = len(idx) * self.world / n  # 1 in one process; the mean over ranks of loss * share is the batch's
+            loss_sum = loss_sum + loss.detach().float() * share
             for k, v in (extras or {}).items():
-                extra_sums[k] = extra_sums.get(k, 0.0) + (v.detach().float() if isinstance(v, Tensor) else float(v))
+                v = v.detach().float() if isinstance(v, Tensor) else float(v)
+                extra_sums[k] = extra_sums.get(k, 0.0) + share * v
         self._phase = "optim"
         if self.args.grad_clip is not None:
             self._grad_norm = torch.nn.utils.clip_grad_norm_(self._params, self.args.grad_clip)
@@ -399,10 +392,13 @@ class Trainer:
         assert self.eval_fn is not None
         self._phase = "eval"
         self.model.eval()
-        with torch.no_grad(), autocast(self.device, args.precision):
-            raw = self.eval_fn(self.model)
+        eval_fn = self.eval_fn
+
+        def run() -> dict[str, float]:
+            with torch.no_grad(), autocast(self.device, args.precision):
+                return {k: float(v) for k, v in eval_fn(self.model).items()}
+        metrics = D.run_on_main(run)  # rank 0 evaluates, every rank gets its metrics
         self.model.train()
-        metrics = D.all_reduce_mean({k: float(v) for k, v in raw.items()})
         key = args.metric_for_best
         if key not in metrics:
             raise ConfigError(f"metric_for_best {key!r} is not among the evaluation metrics: {sorted(metrics)}")
@@ -444,41 +440,38 @@ class Trainer:
     # --- checkpoints ---------------------------------------------------------------------------
     def _save_checkpoint(self, force: bool = False) -> None:
         st = self.state
-        if not self.is_main or self.run_dir is None or (st.step == self._ckpt_step and not force):
+        if self.run_dir is None or (st.step == self._ckpt_step and not force):
+            return
+        window = {"loss_sum": self._loss_sum, "n_micro": self._n_micro, "extras": dict(self._extras)}
+        if self.world > 1 and not force:  # every rank is here: keep the logging window's mean over ranks
+            mean = D.all_reduce_mean({"": float(self._loss_sum),
+                                      **{"x" + k: float(v) for k, v in self._extras.items()}})
+            window.update(loss_sum=mean.pop(""), extras={k[1:]: v for k, v in mean.items()})
+        self._ckpt_step = st.step
+        if not self.is_main:
             return
         st.train_time_s = self._elapsed()
         state = {"version": 1, **asdict(st), "optimizer": self.optimizer.state_dict(),
                  "scheduler": self.scheduler.state_dict(), "rng": rng_state(self._boundary_rng),
                  "logger": self.logger.state_dict(), "world_size": self.world, "args": self.args.to_dict(),
-                 "window": {"loss_sum": self._loss_sum, "n_micro": self._n_micro, "extras": dict(self._extras)}}
-        final, tmp, old = (self.run_dir / n for n in ("checkpoint", "checkpoint.tmp", "checkpoint.old"))
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-        save_weights(self.model, tmp / "model.safetensors", metadata={"step": st.step})
-        atomic_save_torch(state, tmp / "trainer_state.pt")
-        shutil.rmtree(old, ignore_errors=True)
-        if final.exists():
-            os.replace(final, old)
-        os.replace(tmp, final)  # a crash between the two renames leaves checkpoint.old, which loads
-        shutil.rmtree(old, ignore_errors=True)
-        self._ckpt_step = st.step
+                 "window": window}
+        write_checkpoint(self.run_dir, self.model, state, st.step)
 
     def _load_checkpoint(self) -> bool:
         assert self.run_dir is not None
-        ckpt = next((d for d in (self.run_dir / "checkpoint", self.run_dir / "checkpoint.old")
-                     if (d / "trainer_state.pt").is_file()), None)
+        ckpt = find_checkpoint(self.run_dir)
         if ckpt is None:
             if self.is_main:
                 print(f"resume: no checkpoint in {self.run_dir}; starting from scratch", file=sys.stderr)
             return False
-        state = load_torch(ckpt / "trainer_state.pt")
-        load_weights(self.model, ckpt / "model.safetensors", strict=True)
+        state = read_checkpoint(ckpt, self.model)
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.optimizer.zero_grad(set_to_none=True)
-        names = {f.name for f in fields(_State)}
-        self.state = _State(**{k: v for k, v in state.items() if k in names})
-        set_rng_state(state["rng"])
+        self.state = TrainState.from_dict(state)
+        set_rng_state(state["rng"])  # rank 0's generators; the other ranks draw from their own seeds:
+        if self.rank:
+            seed_everything((self.args.seed + self.rank) * 1_000_003 + self.state.step)
         self.logger.load_state_dict(state["logger"], step=self.state.step)
         window = state.get("window", {})
         self._loss_sum, self._n_micro = window.get("loss_sum", 0.0), window.get("n_micro", 0)

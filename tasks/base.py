@@ -71,6 +71,15 @@ class Task:
     main_metric: ClassVar[str] = "loss"  # the validation metric that picks the best checkpoint
     predict_help: ClassVar[str] = "INPUT... the inputs to predict"
     eval_splits: ClassVar[tuple[str, ...]] = ("train", "valid", "test")  # choices of `evaluate --split`
+    report_metrics: ClassVar[tuple[str, ...]] = ()  # test metrics in `compare`'s table (default: (main_metric,))
+    # older-architecture baselines: name -> train option overrides, e.g. {"lstm": {"arch": "lstm"}}; training with
+    # them runs the baseline through the same data, Trainer, metrics and run directory (`compare` reports them)
+    baselines: ClassVar[dict[str, dict[str, Any]]] = {}
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if not cls.report_metrics:  # a task that names none reports its main metric
+            cls.report_metrics = (cls.main_metric,)
 
     def __init__(self, args: Any) -> None:
         self.args = args  # a namespace with every resolved option

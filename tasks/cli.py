@@ -10,6 +10,7 @@ import argparse
 import json
 import shutil
 import sys
+import tempfile
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -18,11 +19,12 @@ from typing import Any, Sequence
 
 import torch
 
+from core import distributed as D
 from core.checkpoint import atomic_write_json, load_weights
 from core.cli_args import add_dataclass_arguments, load_config_file, resolve_arguments
 from core.errors import ConfigError, DataError, PanformerError
 from core.models import count_parameters
-from core.runtime import seed_everything
+from core.runtime import resolve_device, seed_everything
 from core.trainer import Trainer, TrainingArguments
 
 from . import available_tasks, get_task
@@ -90,62 +92,126 @@ def _new_run_dir(task_name: str, out: str | None, overwrite: bool, resume: bool)
 
 
 def _log(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
+    if D.is_main_process():
+        print(msg, file=sys.stderr, flush=True)
+
+
+def _files(folder: Path) -> dict[str, bytes]:
+    return {str(f.relative_to(folder)): f.read_bytes() for f in sorted(folder.rglob("*")) if f.is_file()}
+
+
+def _adopt_assets(task: Any, files: dict[str, bytes]) -> None:
+    """Make this rank's assets (tokenizer ids, labels...) those rank 0 saved, ``files``: a fit that is not
+    deterministic across processes (e.g. tokenizer merges tied in count) would train each rank on other ids."""
+    if D.rank() == 0:
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        mine, theirs = Path(tmp, "mine"), Path(tmp, "rank0")
+        mine.mkdir()
+        task.save_assets(mine)
+        if _files(mine) == files:
+            return
+        for name, data in files.items():
+            (theirs / name).parent.mkdir(parents=True, exist_ok=True)
+            (theirs / name).write_bytes(data)
+        task.load_assets(theirs)
+        shutil.rmtree(mine)
+        mine.mkdir()
+        task.save_assets(mine)
+        if _files(mine) != files:
+            raise ConfigError(f"rank {D.rank()} fitted other assets than rank 0 and cannot load rank 0's: the task's "
+                              f"fit_assets must be deterministic for multi-process training")
 
 
 def train(task_name: str, argv: Sequence[str] = (), recipe_defaults: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Run ``panformer train TASK argv...``; returns the metrics written to ``metrics.json``."""
-    task_cls = get_task(task_name)
-    args, targs = resolve_train_args(task_cls, argv, recipe_defaults)
+    """Run ``panformer train TASK argv...``; returns the metrics written to ``metrics.json``.
+
+    Under ``torchrun`` every rank runs this: rank 0 loads the data first (filling caches), alone
+    creates the run directory and writes its files, and evaluates the test split; every rank returns
+    the same metrics. A failure on any rank before training raises on all of them (docs/distributed.md).
+    """
+    error, targs = None, None
+    try:
+        task_cls = get_task(task_name)
+        args, targs = resolve_train_args(task_cls, argv, recipe_defaults)
+    except PanformerError as e:
+        error = e
+    if D.env_world_size() > 1:  # join the process group first: from here on failures are shared
+        D.init_distributed(resolve_device(targs.device if targs else "cpu"),
+                           targs.ddp_timeout_minutes if targs else None)
+    D.sync_errors(error)
+    assert targs is not None
     threads = targs.threads or (1 if args.quick else 0)  # a --quick model is overhead-bound: 1 thread is fastest
     if threads:
         torch.set_num_threads(threads)
     task = task_cls(args)
     t0 = time.time()
-    task.load_data()  # bad input fails here, before anything is written
-    task.fit_assets()
+    # bad input fails here, before anything is written; rank 0 first, so that it alone fills the data caches
+    D.main_process_first(lambda: (task.load_data(), task.fit_assets()))
     _log(f"[{PROG}] {task.describe_data()}")
-    run_dir, created = _new_run_dir(task_name, args.out, args.overwrite, targs.resume)
+    run_dir, created = D.run_on_main(lambda: _new_run_dir(task_name, args.out, args.overwrite, targs.resume))
     try:
-        atomic_write_json(run_dir / "config.json", {"task": task_name, "args": vars(args)})
-        (run_dir / "assets").mkdir(exist_ok=True)
-        task.save_assets(run_dir / "assets")
-        seed_everything(targs.seed)  # weight initialisation depends on the seed alone
-        model = task.build_model()
-        task.load_pretrained(model)
+        def write_run_files() -> dict[str, bytes] | None:
+            atomic_write_json(run_dir / "config.json", {"task": task_name, "args": vars(args)})
+            (run_dir / "assets").mkdir(exist_ok=True)
+            task.save_assets(run_dir / "assets")
+            return _files(run_dir / "assets") if D.world_size() > 1 else None
+        assets = D.run_on_main(write_run_files)
+        error = None
+        try:
+            _adopt_assets(task, assets or {})
+            seed_everything(targs.seed)  # weight initialisation depends on the seed alone
+            model = task.build_model()
+            task.load_pretrained(model)
+        except Exception as e:  # noqa: BLE001 - raised on every rank by sync_errors
+            error = e
+        D.sync_errors(error)
         n_params = count_parameters(model)
-        _log(f"[{PROG}] model: {n_params:,} parameters; run directory: {run_dir}")
+        _log(f"[{PROG}] model: {n_params:,} parameters; run directory: {run_dir}"
+             + (f"; {D.world_size()} processes" if D.world_size() > 1 else ""))
         trainer = Trainer(model, targs, task.train_dataset(), task.collate, task.loss,
                           eval_fn=lambda m: task.evaluate(m, "valid"), run_dir=run_dir,
                           batch_sampler_fn=task.batch_sampler_fn())
     except BaseException:
-        if created:
+        if created and D.is_main_process():
             shutil.rmtree(run_dir, ignore_errors=True)
         raise
     summary = trainer.train()
     model.eval()
     split = "test" if task.splits.get("test") is not None else "valid"
-    metrics: dict[str, Any] = dict(task.evaluate(model, split, out_dir=run_dir))
-    metrics.update(split=split, num_params=n_params, train_time_s=round(summary.get("train_time_s", 0.0), 2),
-                   train_steps=summary.get("steps"), best_step=summary.get("best_step"),
-                   examples_per_s=summary.get("examples_per_s"), total_time_s=round(time.time() - t0, 2))
-    base = task.baseline(run_dir) if getattr(args, "baseline", False) else None
-    if base:
-        metrics["baseline"] = base
-    atomic_write_json(run_dir / "metrics.json", metrics)
+
+    def test_metrics() -> dict[str, Any]:  # rank 0 evaluates and writes; the others wait for its metrics
+        metrics: dict[str, Any] = dict(task.evaluate(model, split, out_dir=run_dir))
+        metrics.update(split=split, num_params=n_params, train_time_s=round(summary.get("train_time_s", 0.0), 2),
+                       train_steps=summary.get("steps"), best_step=summary.get("best_step"),
+                       examples_per_s=summary.get("examples_per_s"), total_time_s=round(time.time() - t0, 2))
+        base = task.baseline(run_dir) if getattr(args, "baseline", False) else None
+        if base:
+            metrics["baseline"] = base
+        atomic_write_json(run_dir / "metrics.json", metrics)
+        return metrics
+    metrics = D.run_on_main(test_metrics)
     _log(f"[{PROG}] {split} metrics: " + json.dumps({k: v for k, v in metrics.items() if isinstance(v, (int, float))}))
     return metrics
 
 
-def load_run(run: str | Path, device: str = "auto", overrides: dict[str, Any] | None = None):
-    """Rebuild (task, model) from a run directory written by ``train``."""
-    from core.runtime import resolve_device
-
+def load_run(run: str | Path, device: str = "auto", overrides: dict[str, Any] | None = None,
+             task_name: str | None = None):
+    """Rebuild (task, model) from a run directory written by ``train`` (or, for a task with a
+    ``load_published`` classmethod such as generation, from a published model directory)."""
     run_dir = Path(run)
     cfg_path = run_dir / "config.json"
     if not cfg_path.is_file():
         raise ConfigError(f"--run {run_dir}: no config.json; is this a run directory written by `{PROG} train`?")
     cfg = json.loads(cfg_path.read_text())
+    if "task" not in cfg:  # e.g. a Hugging Face model directory: the task may know how to load it directly
+        task_cls = get_task(task_name) if task_name else None
+        loader = getattr(task_cls, "load_published", None)
+        if loader is None:
+            raise ConfigError(f"--run {run_dir}: config.json names no task; is this a run directory written by "
+                              f"`{PROG} train`?")
+        task, model = loader(run_dir, {k: v for k, v in (overrides or {}).items() if v is not None})
+        return task, model.to(resolve_device(device)).eval()
     task_cls = get_task(cfg["task"])
     args = dict(cfg["args"])
     args.update({k: v for k, v in (overrides or {}).items() if v is not None})
@@ -166,7 +232,7 @@ def _evaluate(task_name: str, argv: Sequence[str]) -> None:
     data_over = {k: v for k, v in ns.items() if k not in ("run", "device", "threads", "split", "out")}
     if ns.get("threads"):
         torch.set_num_threads(ns["threads"])
-    task, model = load_run(ns["run"], ns["device"], data_over)
+    task, model = load_run(ns["run"], ns["device"], data_over, task_name)
     task.load_data()
     split = ns["split"]
     if task.splits.get(split) is None:
@@ -192,7 +258,7 @@ def _predict(task_name: str, argv: Sequence[str]) -> None:
     if ns.get("threads"):
         torch.set_num_threads(ns["threads"])
     overrides = {k: v for k, v in ns.items() if k not in ("run", "device", "inputs", "input_file", "threads")}
-    task, model = load_run(ns["run"], ns["device"], overrides)
+    task, model = load_run(ns["run"], ns["device"], overrides, task_name)
     if not inputs and not getattr(task, "predict_without_inputs", False):
         raise DataError("nothing to predict: give INPUT arguments or --input-file")
     for pred in task.predict(model, inputs):
@@ -246,11 +312,22 @@ def main(argv: Sequence[str] | None = None, recipe_defaults: dict[str, Any] | No
             _predict(task_name, rest)
         return 0
     except PanformerError as e:
-        print(f"{PROG}: error: {e}", file=sys.stderr)
+        if not getattr(e, "quiet", False):  # under torchrun, errors every rank shares are printed by rank 0
+            print(f"{PROG}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"{PROG}: interrupted (resume with --resume)", file=sys.stderr)
+        if D.is_main_process():
+            print(f"{PROG}: interrupted (resume with --resume)", file=sys.stderr)
         return 130
+    except RuntimeError as e:
+        if not D.is_peer_failure(e):
+            raise
+        first = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
+        print(f"{PROG}: error: rank {D.rank()} lost another process of this multi-process run ({first}); see that "
+              f"process's error", file=sys.stderr)
+        return 1
+    finally:
+        D.cleanup()  # leave the process group (torchrun); a no-op in one process
 
 
 if __name__ == "__main__":

@@ -7,7 +7,8 @@ label column. Labels may be strings or integers, two or more classes.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+import sys
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -15,9 +16,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from core import Encoder, TokenEmbedding, TransformerConfig, pool
+from core import Encoder, RNNConfig, RNNEncoder, TokenEmbedding, TransformerConfig, pool
 from core.data import bucket_batches, load_table, require_columns, seeded_split
-from core.errors import DataError
+from core.errors import ConfigError, DataError
 from core.metrics import classification_metrics, confusion_matrix_png
 from core.tokenizer import TextTokenizer, train_tokenizer
 
@@ -28,6 +29,7 @@ from .builtin_data import movie_review_snippets
 __all__ = ["SentimentTask", "SentimentArguments", "TextClassifier"]
 
 TEXT_COLUMNS = ("text", "sentence", "content", "review", "document")
+ARCHS = ("transformer", "lstm", "gru")
 
 
 @dataclass
@@ -46,18 +48,26 @@ class SentimentArguments:
     norm_first: bool = field(default=True, metadata={"help": "pre-LN (true) or post-LN as in the paper (false)"})
     positional: str = field(default="learned", metadata={"help": "sinusoidal | learned | none"})
     pooling: str = field(default="mean", metadata={"help": "mean | max | cls pooling of the encoder output"})
+    arch: str = field(default="transformer", metadata={
+        "help": "encoder: transformer | lstm | gru (baselines: bidirectional, d_model wide, n_layers deep, same head)"})
     baseline: bool = field(default=False, metadata={"help": "also fit TF-IDF + logistic regression on the same split"})
     pretrained: str | None = field(default=None, metadata={"help": "Hugging Face-format BERT directory to fine-tune (its tokenizer is used)"})
+    token_dropout: float = field(default=0.0, metadata={
+        "help": "training only: probability of replacing each token by <unk> (word dropout, a strong regulariser)"})
+    mlm_pretrain_steps: int = field(default=0, metadata={
+        "help": "self-pretraining: masked-token steps on the training texts before fine-tuning (no external data; 0: off)"})
+    mlm_pretrain_lr: float | None = field(default=None, metadata={"help": "peak lr of self-pretraining (default: --lr)"})
 
 
 class TextClassifier(nn.Module):
-    """ids (B, T) → logits (B, C): token embedding, core Encoder, pooling, linear head."""
+    """ids (B, T) → logits (B, C): token embedding, core Encoder (or a recurrent encoder), pooling, linear head."""
 
     def __init__(self, cfg: TransformerConfig, vocab_size: int, num_classes: int, pad_id: int = 0,
                  pooling: str = "mean", encoder: nn.Module | None = None) -> None:
         super().__init__()
         self.pad_id, self.pooling = pad_id, pooling
-        self.embed = TokenEmbedding(vocab_size, cfg.d_model, pad_id) if encoder is None else None
+        recurrent = isinstance(encoder, RNNEncoder)
+        self.embed = TokenEmbedding(vocab_size, cfg.d_model, pad_id) if encoder is None or recurrent else None
         self.encoder = encoder if encoder is not None else Encoder(cfg)
         self.dropout = nn.Dropout(cfg.dropout)
         self.head = nn.Linear(cfg.d_model, num_classes)
@@ -67,6 +77,8 @@ class TextClassifier(nn.Module):
         if self.embed is None:  # a pretrained encoder embeds its own ids
             h = self.encoder(ids, ~mask)
             maps = None
+        elif isinstance(self.encoder, RNNEncoder):  # an LSTM / GRU baseline has no attention maps
+            h, maps = self.encoder(self.embed(ids), mask), None
         else:
             out = self.encoder(self.embed(ids), mask, output_attentions=output_attentions)
             h, maps = out if output_attentions else (out, None)
@@ -80,11 +92,13 @@ class SentimentTask(Task):
     summary = "text classification (sentiment): core Encoder + pooled head; accuracy / precision / recall / F1"
     Arguments = SentimentArguments
     main_metric = "accuracy"
+    report_metrics = ("accuracy", "f1")  # shown by `panformer compare`
     defaults = dict(epochs=10, batch_size=64, lr=5e-4, schedule="cosine", warmup_steps=200, weight_decay=0.05,
                     metric_for_best="accuracy", label_smoothing=0.0)
     quick = dict(epochs=1, max_steps=60, d_model=64, n_heads=2, n_layers=1, d_ff=128, vocab_size=2000,
                  max_examples=3000, batch_size=32, warmup_steps=10, eval_every=30)
     predict_help = "TEXT... sentences to classify"
+    baselines = {"lstm": {"arch": "lstm"}, "gru": {"arch": "gru"}}
 
     # -- data -------------------------------------------------------------------------------------
     def _read(self, source: str, what: str) -> tuple[list[str], list[Any]]:
@@ -184,6 +198,19 @@ class SentimentTask(Task):
                                  activation="gelu", norm_first=a.norm_first, max_len=a.max_len + 2, positional=a.positional)
 
     def build_model(self) -> nn.Module:
+        arch = getattr(self.args, "arch", "transformer")
+        if not 0.0 <= self.args.token_dropout < 1.0:
+            raise ConfigError(f"--token-dropout must be in [0, 1), got {self.args.token_dropout}")
+        if arch not in ARCHS:
+            raise ConfigError(f"--arch must be one of {', '.join(ARCHS)}, got {arch!r}")
+        if arch != "transformer":
+            if self.args.pretrained:
+                raise ConfigError(f"--arch {arch} cannot load --pretrained BERT weights; drop one of them")
+            a = self.args
+            rnn = RNNEncoder(RNNConfig(d_model=a.d_model, n_layers=a.n_layers, cell=arch, bidirectional=True,
+                                       dropout=a.dropout))
+            return TextClassifier(self.model_config(), self.tokenizer.vocab_size, len(self.labels), self.tokenizer.pad_id,
+                                  a.pooling, encoder=rnn)
         if self.args.pretrained:
             from core.pretrained import load_bert
 
@@ -195,8 +222,39 @@ class SentimentTask(Task):
         return TextClassifier(self.model_config(), self.tokenizer.vocab_size, len(self.labels), self.tokenizer.pad_id,
                               self.args.pooling)
 
+    def load_pretrained(self, model: nn.Module) -> None:
+        """``--mlm-pretrain-steps N``: masked-token self-pretraining of the embedding + encoder (core.mlm)."""
+        steps = self.args.mlm_pretrain_steps
+        if not steps or self.args.resume:  # a resumed run restores the fine-tuning checkpoint instead
+            return
+        if not isinstance(model.encoder, Encoder) or model.embed is None:
+            raise ConfigError("--mlm-pretrain-steps needs the Transformer encoder trained from scratch "
+                              "(not --arch lstm/gru, not --pretrained)")
+        if self.tokenizer.mask_id is None:
+            raise ConfigError("--mlm-pretrain-steps: the tokenizer has no mask token")
+        from core.mlm import masked_lm_pretrain
+        from core.trainer import TrainingArguments
+
+        targs = TrainingArguments(**{f.name: getattr(self.args, f.name) for f in fields(TrainingArguments)})
+        targs = replace(targs, max_steps=steps, lr=self.args.mlm_pretrain_lr or targs.lr, schedule="cosine",
+                        warmup_steps=min(targs.warmup_steps or steps // 10, steps // 2), max_time_minutes=None)
+        texts = sorted(set(self.splits["train"][0]))
+        seqs = self.tokenizer.encode_batch(texts, add_bos=self.args.pooling == "cls", max_len=self.args.max_len)
+        tok = self.tokenizer
+        special = [i for i in (tok.pad_id, tok.unk_id, tok.bos_id, tok.eos_id, tok.mask_id) if i is not None]
+        s = masked_lm_pretrain(model.embed, model.encoder, seqs, pad_id=tok.pad_id, mask_id=tok.mask_id,
+                               special_ids=special, args=targs)
+        print(f"[panformer] self-pretraining: {s['steps']} masked-token steps on {len(seqs):,} training texts, "
+              f"loss {s['first_loss']:.3f} -> {s['last_loss']:.3f} in {s['train_time_s']:.0f} s", file=sys.stderr, flush=True)
+
     def loss(self, model: nn.Module, batch: dict[str, Tensor]) -> Tensor:
-        return F.cross_entropy(model(batch["ids"]).float(), batch["labels"], label_smoothing=self.args.label_smoothing)
+        ids = batch["ids"]
+        p = self.args.token_dropout
+        if p > 0 and model.training:  # word dropout (Iyyer et al. 2015): hide whole tokens behind <unk>
+            special = ids.eq(self.tokenizer.pad_id) | ids.eq(self.tokenizer.bos_id) | ids.eq(self.tokenizer.eos_id)
+            hide = (torch.rand(ids.shape, device=ids.device) < p) & ~special
+            ids = ids.masked_fill(hide, self.tokenizer.unk_id)
+        return F.cross_entropy(model(ids).float(), batch["labels"], label_smoothing=self.args.label_smoothing)
 
     # -- results ----------------------------------------------------------------------------------
     @torch.no_grad()

@@ -285,3 +285,24 @@ def test_minilm_l6_from_wheel_matches_transformers():
     with torch.no_grad():
         ours, ref = model(x, mask), hf(input_ids=x, attention_mask=mask).last_hidden_state
     _assert_close_at(ours, ref, mask)
+
+
+def test_predict_generation_straight_from_a_gpt2_directory(gpt2, tmp_path, capsys):
+    """`panformer predict generation --run DIR` on a Hugging Face GPT-2 directory (no panformer run)."""
+    import shutil
+
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    from tasks.cli import main
+
+    d = tmp_path / "gpt2"
+    shutil.copytree(gpt2[0], d)
+    vocab = {f"w{i}": i for i in range(100)} | {"<|endoftext|>": 100}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="<|endoftext|>"))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tok.save(str(d / "tokenizer.json"))
+    assert main(["predict", "generation", "--run", str(d), "--decoding", "greedy", "--max-new-tokens", "6", "w3 w7"]) == 0
+    out = capsys.readouterr().out.strip()
+    model = load_gpt2(d)
+    expected = greedy_search(model, model.init_decode_state(), torch.tensor([[3, 7]]), 6)[0, 2:]
+    assert out.split() == ["w3", "w7"] + [f"w{i}" if i < 100 else "<|endoftext|>" for i in expected.tolist()]

@@ -78,6 +78,7 @@ class DetectionTask(Task):
     summary = "object detection (DETR): CNN backbone + core encoder-decoder with object queries; COCO mAP"
     Arguments = DetectionArguments
     main_metric = "map"
+    report_metrics = ("map", "map_50")  # shown by `panformer compare`
     model_fields = tuple(f.name for f in fields(DetectionArguments) if f.name not in PREDICT_FIELDS)
     defaults = dict(epochs=60, batch_size=32, lr=5e-4, weight_decay=1e-4, schedule="cosine", warmup_steps=200,
                     grad_clip=0.1, metric_for_best="map", adam_beta2=0.999, adam_eps=1e-8)

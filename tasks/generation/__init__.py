@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from core import CausalTransformerLM, TransformerConfig
+from core import CausalTransformerLM, RecurrentLM, RNNConfig, TransformerConfig
 from core.checkpoint import atomic_write_text
 from core.errors import ConfigError, DataError
 from core.tokenizer import TextTokenizer, train_tokenizer
@@ -29,7 +29,7 @@ from .generate import generate
 
 __all__ = ["GenerationTask", "GenerationArguments", "generate", "build_lm", "from_pretrained"]
 
-MODEL_FIELDS = ("tokenizer", "vocab_size", "lowercase", "block_size", "d_model", "n_heads", "n_layers", "d_ff",
+MODEL_FIELDS = ("arch", "tokenizer", "vocab_size", "lowercase", "block_size", "d_model", "n_heads", "n_layers", "d_ff",
                 "dropout", "bias", "pretrained", "text_column", "max_chars")
 
 
@@ -41,6 +41,8 @@ class GenerationArguments:
     vocab_size: int = field(default=8000, metadata={"help": "BPE vocabulary size"})
     lowercase: bool = field(default=False, metadata={"help": "lowercase the text (BPE only)"})
     block_size: int = field(default=128, metadata={"help": "context length in tokens"})
+    arch: str = field(default="transformer", metadata={"help": "transformer (GPT) | lstm | gru (baseline: a recurrent "
+                                                                "LM, d_model wide, n_layers deep, tied embeddings)"})
     d_model: int = field(default=192, metadata={"help": "model width"})
     n_heads: int = field(default=6, metadata={"help": "attention heads"})
     n_layers: int = field(default=6, metadata={"help": "decoder layers"})
@@ -63,8 +65,15 @@ class GenerationArguments:
     output_format: str = field(default="text", metadata={"help": "predict output: text | json"})
 
 
-def build_lm(spec: dict[str, Any]) -> CausalTransformerLM:
-    """A :class:`CausalTransformerLM` from ``{"config", "vocab_size", "pad_id", "tie_output", "scale_embeddings"}``."""
+def build_lm(spec: dict[str, Any]) -> nn.Module:
+    """A :class:`CausalTransformerLM` from ``{"config", "vocab_size", "pad_id", "tie_output", "scale_embeddings"}``;
+    with ``"arch": "lstm" | "gru"`` a :class:`core.RecurrentLM` of the config's width, depth, dropout and context."""
+    arch = spec.get("arch", "transformer")
+    if arch != "transformer":
+        c = spec["config"]
+        rnn = RNNConfig(d_model=c["d_model"], n_layers=c["n_layers"], cell=arch, bidirectional=False,
+                        dropout=c["dropout"], max_len=c["max_len"])
+        return RecurrentLM(rnn, spec["vocab_size"], spec.get("pad_id"), tie_output=spec.get("tie_output", True))
     return CausalTransformerLM(TransformerConfig.from_dict(spec["config"]), spec["vocab_size"], spec.get("pad_id"),
                                tie_output=spec.get("tie_output", True), scale_embeddings=spec.get("scale_embeddings", False))
 
@@ -80,6 +89,7 @@ class GenerationTask(Task):
     summary = "text generation: decoder-only LM (GPT) on the core decoder; loss / perplexity / bits per char"
     Arguments = GenerationArguments
     main_metric = "loss"
+    report_metrics = ("perplexity", "bits_per_char")  # shown by `panformer compare`
     model_fields = MODEL_FIELDS
     predict_without_inputs = True
     defaults = dict(epochs=1000, max_steps=5000, batch_size=64, lr=1e-3, schedule="cosine", warmup_steps=100,
@@ -88,6 +98,7 @@ class GenerationTask(Task):
     quick = dict(max_steps=150, d_model=64, n_heads=2, n_layers=2, block_size=64, batch_size=16, eval_every=50,
                  max_chars=200_000, eval_max_tokens=8192, max_new_tokens=100, warmup_steps=5, lr=3e-3)
     predict_help = "PROMPT... texts to continue (or --prompt; nothing: unconditional)"
+    baselines = {"lstm": {"arch": "lstm"}}
 
     # -- data -------------------------------------------------------------------------------------
     def _text(self, source: str | None, what: str) -> str:
@@ -117,6 +128,10 @@ class GenerationTask(Task):
     def fit_assets(self) -> None:
         a = self.args
         self._pretrained_model = None
+        if getattr(a, "arch", "transformer") not in ("transformer", "lstm", "gru"):
+            raise ConfigError(f"--arch must be transformer, lstm or gru, got {a.arch!r}")
+        if a.pretrained and getattr(a, "arch", "transformer") != "transformer":
+            raise ConfigError(f"--arch {a.arch} cannot load --pretrained GPT-2 weights; drop one of them")
         if a.pretrained:
             from core.pretrained import load_gpt2
 
@@ -137,7 +152,7 @@ class GenerationTask(Task):
                                 dropout=a.dropout, activation="gelu", norm_first=True, max_len=a.block_size,
                                 positional="learned", bias=a.bias)
         self.spec = {"config": cfg.to_dict(), "vocab_size": self.tokenizer.vocab_size, "pad_id": None,
-                     "tie_output": True, "scale_embeddings": False}
+                     "tie_output": True, "scale_embeddings": False, "arch": getattr(a, "arch", "transformer")}
         self.block_size = a.block_size
 
     def save_assets(self, run_dir: Path) -> None:
@@ -169,7 +184,7 @@ class GenerationTask(Task):
         return {"ids": torch.stack(windows)}
 
     # -- model ------------------------------------------------------------------------------------
-    def build_model(self) -> CausalTransformerLM:
+    def build_model(self) -> nn.Module:
         if getattr(self.args, "quick", False):
             torch.set_num_threads(1)  # a --quick model is tiny: one thread is fastest, and immune to a busy CPU
         if getattr(self, "_pretrained_model", None) is not None:
@@ -252,6 +267,14 @@ class GenerationTask(Task):
             k = self.args.num_samples
             return [{"prompt": prompts[i // k], "text": t} for i, t in enumerate(texts)]
         return texts
+
+    @classmethod
+    def load_published(cls, path: Path, options: dict[str, Any]) -> tuple["GenerationTask", nn.Module]:
+        """``predict/evaluate generation --run DIR`` on a GPT-2-format directory (no `panformer train` run)."""
+        from dataclasses import fields
+
+        names = {f.name for f in fields(GenerationArguments)}
+        return from_pretrained(str(path), **{k: v for k, v in options.items() if k in names})
 
     def describe_data(self) -> str:
         sizes = ", ".join(f"{k} {len(v):,} chars" for k, v in self.splits.items() if v)

@@ -26,14 +26,16 @@ from ..base import ListDataset, Task
 from .data import (Columns, ItemVocab, filter_interactions, leave_one_out, movielens_100k, read_interactions,
                    sample_negatives)
 from .metrics import KS, RankingAccumulator, rank_counts, rank_counts_sampled
-from .models import MODELS, BERT4Rec, SASRec, bert4rec_loss, sasrec_loss
+from .models import MODELS, BERT4Rec, GRU4Rec, SASRec, bert4rec_loss, sasrec_loss
 
-__all__ = ["RecommendationTask", "RecommendationArguments", "SASRec", "BERT4Rec"]
+__all__ = ["RecommendationTask", "RecommendationArguments", "SASRec", "BERT4Rec", "GRU4Rec"]
 
 
 @dataclass
 class RecommendationArguments:
     model: str = field(default="sasrec", metadata={"help": "sasrec (causal, next item) | bert4rec (masked items)"})
+    arch: str = field(default="transformer", metadata={"help": "transformer | gru | lstm: gru (or lstm) replaces "
+                                                                "SASRec's causal encoder by a recurrence (GRU4Rec baseline)"})
     loss: str = field(default="ce", metadata={"help": "SASRec loss: ce (softmax over all items) | bce (the paper: "
                                                       "target vs sampled negatives)"})
     num_negatives: int = field(default=1, metadata={"help": "negatives per position for --loss bce"})
@@ -79,14 +81,16 @@ class RecommendationTask(Task):
     summary = "sequential recommendation: SASRec / BERT4Rec on the core Encoder; HR / NDCG / MRR, sampled and full"
     Arguments = RecommendationArguments
     main_metric = "sampled/ndcg@10"
+    report_metrics = ("sampled/hr@10", "sampled/ndcg@10", "full/ndcg@10")  # shown by `panformer compare`
     defaults = dict(epochs=100, batch_size=128, lr=1e-3, schedule="constant", warmup_steps=50, weight_decay=0.0,
                     adam_beta2=0.98, metric_for_best="sampled/ndcg@10", early_stopping_patience=10)
     quick = dict(epochs=30, max_steps=120, d_model=32, n_heads=1, n_layers=1, d_ff=64, batch_size=64, max_len=30,
                  lr=2e-3, warmup_steps=10, eval_every=40, early_stopping_patience=None)
-    model_fields = ("model", "max_len", "d_model", "n_heads", "n_layers", "d_ff", "activation", "norm_first",
+    model_fields = ("model", "arch", "max_len", "d_model", "n_heads", "n_layers", "d_ff", "activation", "norm_first",
                     "dropout", "attention_dropout")
     predict_help = "HISTORY... comma-separated item ids per user, oldest first (or use --history)"
     predict_without_inputs = True
+    baselines = {"gru4rec": {"arch": "gru"}}
 
     # -- data -------------------------------------------------------------------------------------
     def load_data(self) -> None:
@@ -117,6 +121,11 @@ class RecommendationTask(Task):
         a = self.args
         if a.model not in MODELS:
             raise ConfigError(f"--model must be one of {', '.join(MODELS)}, got {a.model!r}")
+        arch = getattr(a, "arch", "transformer")
+        if arch not in ("transformer", "gru", "lstm"):
+            raise ConfigError(f"--arch must be transformer, gru or lstm, got {arch!r}")
+        if arch != "transformer" and a.model != "sasrec":
+            raise ConfigError(f"--arch {arch} (GRU4Rec) is causal: it trains like --model sasrec, not {a.model}")
         if a.id_type not in ("auto", "int", "token"):
             raise ConfigError(f"--id-type must be auto, int or token, got {a.id_type!r}")
         if a.loss not in ("ce", "bce"):
@@ -224,6 +233,9 @@ class RecommendationTask(Task):
                                  norm_first=a.norm_first, max_len=a.max_len, positional="learned")
 
     def build_model(self) -> nn.Module:
+        arch = getattr(self.args, "arch", "transformer")
+        if arch != "transformer":
+            return GRU4Rec(self.model_config(), self.vocab.num_items, cell=arch)
         return MODELS[self.args.model](self.model_config(), self.vocab.num_items)
 
     def loss(self, model: nn.Module, batch: dict[str, Tensor]):
@@ -350,4 +362,5 @@ class RecommendationTask(Task):
         return (f"recommendation on {self.data_name}: {len(self.sequences):,} users, {self.vocab.num_items:,} items, "
                 f"{n:,} interactions (mean {n / len(self.sequences):.1f} per user); dropped by filters: "
                 f"{st['users_dropped']:,} users, {st['items_dropped']:,} items, {st['interactions_dropped']:,} "
-                f"interactions; model {self.args.model}")
+                f"interactions; model {self.args.model}"
+                + (f" ({self.args.arch})" if getattr(self.args, "arch", "transformer") != "transformer" else ""))

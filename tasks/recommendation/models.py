@@ -1,4 +1,4 @@
-"""SASRec and BERT4Rec on the core :class:`core.Encoder`, with their training losses.
+"""SASRec and BERT4Rec on the core :class:`core.Encoder` (and the GRU4Rec baseline), with their training losses.
 
 Item ids: 0 is padding, ``1..N`` are items, ``N + 1`` is BERT4Rec's mask token. Sequences are
 left-padded (to the longest in the batch, at most ``max_len``) and the learned position embeddings
@@ -13,9 +13,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from core import Encoder, LearnedPositionalEmbedding, TokenEmbedding, TransformerConfig
+from core import Encoder, LearnedPositionalEmbedding, RNNConfig, RNNEncoder, TokenEmbedding, TransformerConfig
+from core.distributed import unwrap
 
-__all__ = ["SequentialRecommender", "SASRec", "BERT4Rec", "sasrec_loss", "bert4rec_loss", "MODELS"]
+__all__ = ["SequentialRecommender", "SASRec", "BERT4Rec", "GRU4Rec", "sasrec_loss", "bert4rec_loss", "MODELS"]
 
 
 class SequentialRecommender(nn.Module):
@@ -93,6 +94,24 @@ class BERT4Rec(SequentialRecommender):
         return self.num_items + 1
 
 
+class GRU4Rec(SequentialRecommender):
+    """GRU4Rec (Hidasi et al., ICLR 2016), the recurrent baseline of SASRec: the causal encoder is a
+    left-to-right GRU (or LSTM) over the item embeddings, without positions; trained and scored
+    exactly as SASRec (the state at t scores the item at t + 1 against the tied item embeddings)."""
+
+    causal = True
+
+    def __init__(self, cfg: TransformerConfig, num_items: int, cell: str = "gru") -> None:
+        super().__init__(cfg, num_items)
+        self.pos = None  # a recurrence knows the order
+        self.encoder = RNNEncoder(RNNConfig(d_model=cfg.d_model, n_layers=cfg.n_layers, cell=cell,
+                                            bidirectional=False, dropout=cfg.dropout))
+
+    def forward(self, ids: Tensor) -> Tensor:
+        """ids long (B, T), left-padded with 0 → hidden (B, T, d); position t has seen ids[:, :t + 1]."""
+        return self.head(self.encoder(self.item_emb(ids), ids.eq(0), causal=True))
+
+
 MODELS: dict[str, type[SequentialRecommender]] = {"sasrec": SASRec, "bert4rec": BERT4Rec}
 
 
@@ -133,7 +152,8 @@ def sasrec_loss(model: SequentialRecommender, batch: dict[str, Tensor], loss: st
     ``ce_negatives``, over the target and K items shared by the batch). ``bce``: the paper's binary
     cross-entropy, the target against K sampled negatives.
     """
-    h = model(batch["inputs"])  # (B, T, d)
+    h = model(batch["inputs"])  # (B, T, d), through DistributedDataParallel when it wraps the model
+    model = unwrap(model)  # score_items, item_weights... live on the module inside it
     tgt = batch["targets"]
     sel = tgt.gt(0)  # (B, T) positions with a next item
     if loss == "ce":
@@ -155,6 +175,7 @@ def bert4rec_loss(model: SequentialRecommender, batch: dict[str, Tensor],
     """batch: ``inputs`` (B, T) with masked items, ``labels`` (B, T) the original item at masked
     positions and ``IGNORE_INDEX`` (-100) elsewhere → softmax CE over all items (or the sampled
     ``ce_negatives`` (K,)) at masked positions."""
-    h = model(batch["inputs"])  # (B, T, d)
+    h = model(batch["inputs"])  # (B, T, d), through DistributedDataParallel when it wraps the model
+    model = unwrap(model)  # score_items, item_weights... live on the module inside it
     sel = batch["labels"].gt(0)
     return _ce(model, h[sel], batch["labels"][sel], batch, label_smoothing), {"masked": sel.sum().float()}

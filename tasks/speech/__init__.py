@@ -13,9 +13,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from core import TransformerConfig
+from core import RNNConfig, RNNEncoder, TransformerConfig
 from core.data import bucket_batches, seeded_split
-from core.errors import DataError
+from core.errors import ConfigError, DataError
 from core.tokenizer import SPECIAL_TOKENS, TextTokenizer, train_tokenizer
 
 from .. import register
@@ -37,6 +37,7 @@ class SpeechTask(Task):
     summary = "speech recognition: log-mel + conv subsampling + core Encoder, CTC (+ attention); WER / CER"
     Arguments = SpeechArguments
     main_metric = "cer"
+    report_metrics = ("wer", "cer")  # shown by `panformer compare`
     eval_splits = ("train", "valid", "test", "test_seen")
     model_fields = MODEL_FIELDS
     defaults = dict(epochs=40, batch_size=32, lr=1.5e-3, schedule="cosine", warmup_steps=300, weight_decay=0.01,
@@ -47,6 +48,7 @@ class SpeechTask(Task):
                  d_ff=384, n_mels=40, conv_channels=32, batch_size=16, lr=2e-3, warmup_steps=20, eval_every=150,
                  log_every=25, spec_freq_masks=0, spec_time_masks=0, dropout=0.0, threads=1)
     predict_help = "AUDIO... wav / flac files to transcribe"
+    baselines = {"lstm": {"arch": "lstm"}}  # a bidirectional LSTM encoder before the same CTC head
 
     # -- data -------------------------------------------------------------------------------------
     def _frontend(self) -> LogMelFrontend:
@@ -237,8 +239,13 @@ class SpeechTask(Task):
                                 n_decoder_layers=a.decoder_layers, dropout=a.dropout, activation="gelu",
                                 norm_first=True, max_len=4096, positional="sinusoidal")
         aug = (a.spec_freq_masks, a.spec_freq_width, a.spec_time_masks, a.spec_time_width)
+        arch = getattr(a, "arch", "transformer")
+        if arch not in ("transformer", "lstm", "gru"):
+            raise ConfigError(f"--arch must be transformer, lstm or gru, got {arch!r}")
+        encoder = None if arch == "transformer" else RNNEncoder(
+            RNNConfig(d_model=a.d_model, n_layers=a.n_layers, cell=arch, bidirectional=True, dropout=a.dropout))
         return SpeechRecognizer(cfg, a.n_mels, self.tokenizer.vocab_size, self.tokenizer.pad_id, a.conv_channels,
-                                attention_decoder=a.ctc_weight < 1.0, spec_augment=aug)
+                                attention_decoder=a.ctc_weight < 1.0, spec_augment=aug, encoder=encoder)
 
     def _losses(self, model: nn.Module, batch: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
         a = self.args

@@ -57,6 +57,8 @@ class SpeechArguments:
     d_ff: int = field(default=576, metadata={"help": "feed-forward width"})
     dropout: float = field(default=0.1, metadata={"help": "dropout"})
     conv_channels: int = field(default=64, metadata={"help": "channels of the 4x convolutional subsampling"})
+    arch: str = field(default="transformer", metadata={
+        "help": "encoder after the subsampling: transformer | lstm | gru (baselines: bidirectional, d_model wide, n_layers deep)"})
     ctc_weight: float = field(default=1.0, metadata={
         "help": "weight of CTC in the loss; below 1 adds an attention decoder trained jointly (hybrid CTC/attention)"})
     decoder_layers: int = field(default=2, metadata={"help": "attention decoder layers (when --ctc-weight < 1)"})
@@ -70,6 +72,6 @@ class SpeechArguments:
 
 MODEL_FIELDS = ("builtin_size", "builtin_kind", "builtin_seed", "fsdd_mode", "connected_repeats", "connected_max_digits",
                 "test_speakers", "alphabet", "lowercase", "strip_punctuation", "sample_rate", "n_mels", "win_ms",
-                "hop_ms", "spec_freq_masks", "spec_freq_width", "spec_time_masks", "spec_time_width", "d_model",
+                "hop_ms", "spec_freq_masks", "spec_freq_width", "spec_time_masks", "spec_time_width", "arch", "d_model",
                 "n_heads", "n_layers", "d_ff", "dropout", "conv_channels", "ctc_weight", "decoder_layers",
                 "audio_column", "text_column", "speaker_column", "max_seconds", "baseline")

@@ -25,8 +25,8 @@ from core.errors import DataError
 
 from .frontend import decode_audio_bytes, read_audio
 
-__all__ = ["Utterance", "DIGIT_WORDS", "espeak_corpus", "read_fsdd", "is_fsdd_folder", "connect_digits",
-           "read_audiofolder", "read_manifest", "read_hf_dataset", "load_source"]
+__all__ = ["Utterance", "DIGIT_WORDS", "builtin_sentence", "espeak_corpus", "read_fsdd", "is_fsdd_folder",
+           "connect_digits", "read_audiofolder", "read_manifest", "read_hf_dataset", "load_source"]
 
 DIGIT_WORDS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3")
@@ -81,6 +81,11 @@ def _phrase(rng: random.Random) -> str:
     return f"please {v} the {n}"
 
 
+def builtin_sentence(rng: random.Random, digits: bool) -> str:
+    """One sentence of the built-in grammar: a digit string ("three one four") or a short command."""
+    return _digit_string(rng) if digits else _phrase(rng)
+
+
 def espeak_corpus(n: int, seed: int = 0, kind: str = "mixed", sample_rate: int = 16000,
                   cache: bool = True) -> list[Utterance]:
     """``n`` utterances synthesised by espeak-ng, a pure function of (n, seed, kind, sample_rate).
@@ -105,7 +110,7 @@ def espeak_corpus(n: int, seed: int = 0, kind: str = "mixed", sample_rate: int =
     specs = []
     for i in range(n):
         use_digits = kind == "digits" or (kind == "mixed" and i % 2 == 0)
-        text = _digit_string(rng) if use_digits else _phrase(rng)
+        text = builtin_sentence(rng, use_digits)
         lang, var = rng.choice(ESPEAK_LANGS), rng.choice(ESPEAK_VARIANTS)
         voice = f"{lang}+{var}" if var else lang
         specs.append((text, voice, rng.randint(130, 210), rng.randint(25, 75), rng.randint(20, 90), rng.randint(0, 3),

@@ -101,12 +101,16 @@ class LogMelFrontend(nn.Module):
         return self.n_fft + (MIN_FRAMES - 1) * self.hop
 
     @torch.no_grad()
-    def forward(self, wave: Tensor) -> Tensor:
-        """wave (N,) → (T, n_mels) with T = :meth:`num_frames` (N)."""
+    def log_mel(self, wave: Tensor, floor: float = 1e-6) -> Tensor:
+        """wave (N,) → (T, n_mels) natural-log mel power ``log(mel + floor)``, not normalised (TTS targets)."""
         if wave.numel() < self.n_fft:
             raise ValueError(f"{wave.numel()} samples is shorter than one {self.n_fft}-sample analysis frame")
-        spec = self.mel(wave.float())  # (n_mels, T)
-        feats = torch.log(spec + 1e-6).transpose(0, 1)  # (T, n_mels)
+        return torch.log(self.mel(wave.float()) + floor).transpose(0, 1)  # (T, n_mels)
+
+    @torch.no_grad()
+    def forward(self, wave: Tensor) -> Tensor:
+        """wave (N,) → (T, n_mels) with T = :meth:`num_frames` (N)."""
+        feats = self.log_mel(wave)  # (T, n_mels)
         mean, std = feats.mean(0, keepdim=True), feats.std(0, keepdim=True, unbiased=False)
         return (feats - mean) / (std + 1e-5)
 

@@ -24,16 +24,19 @@ class SpeechRecognizer(nn.Module):
         cfg: the core Transformer configuration (encoder, and decoder when ``attention_decoder``).
         n_mels: feature bins. vocab_size: characters + specials; ``blank`` (= the pad id 0) is the CTC blank.
         spec_augment: (freq_masks, freq_width, time_masks, time_width) applied in training only.
+        encoder: replaces the core Encoder (e.g. a bidirectional :class:`core.RNNEncoder` baseline); same
+            contract: (x (B, T', d), padding_mask (B, T')) → (B, T', d).
     """
 
     def __init__(self, cfg: TransformerConfig, n_mels: int, vocab_size: int, blank: int = 0,
                  conv_channels: int = 64, attention_decoder: bool = False,
-                 spec_augment: tuple[int, int, int, float] = (2, 15, 2, 0.05)) -> None:
+                 spec_augment: tuple[int, int, int, float] = (2, 15, 2, 0.05),
+                 encoder: nn.Module | None = None) -> None:
         super().__init__()
         self.cfg, self.blank, self.vocab_size = cfg, blank, vocab_size
         self.spec_augment = spec_augment
         self.subsample = Conv2dSubsampling(n_mels, cfg.d_model, conv_channels)
-        self.encoder = Encoder(cfg)
+        self.encoder = encoder if encoder is not None else Encoder(cfg)
         self.ctc_head = nn.Linear(cfg.d_model, vocab_size)
         self.decoder: Decoder | None = None
         if attention_decoder:

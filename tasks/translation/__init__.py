@@ -86,6 +86,7 @@ class TranslationTask(Task):
     summary = "machine translation: core encoder-decoder, BPE, beam search; sacreBLEU / chrF / exact match"
     Arguments = TranslationArguments
     main_metric = "bleu"
+    report_metrics = ("bleu", "chrf")  # shown by `panformer compare`
     model_fields = MODEL_FIELDS
     defaults = dict(epochs=30, batch_size=128, lr=7e-4, schedule="inverse_sqrt", warmup_steps=1000, weight_decay=0.0001,
                     label_smoothing=0.1, metric_for_best="bleu", adam_beta2=0.98)

@@ -19,6 +19,7 @@ from core.metrics import classification_metrics, confusion_matrix_png, top_k_acc
 
 from .. import register
 from ..base import Task
+from .cnn import CNNConfig, SmallCNN
 from .convert import config_from_torchvision_state, convert_torchvision_state, load_state_file
 from .data import ImageDataset, ImageSource, build_transform, digits, digits_split, load_image, open_source
 from .model import ViTConfig, VisionTransformer, interpolate_pos_embed
@@ -39,6 +40,9 @@ class VitArguments:
     image_size: int | None = field(default=None, metadata={"help": "side of the square model input (None: 16 for digits, 32 otherwise, the checkpoint's with --pretrained)"})
     patch_size: int | None = field(default=None, metadata={"help": "patch side in pixels (None: 4 for digits, image_size / 8 otherwise, the checkpoint's with --pretrained)"})
     channels: int | None = field(default=None, metadata={"help": "1 (grayscale) or 3 (RGB) input channels (None: 1 for digits and grayscale torchvision sets, else 3)"})
+    arch: str = field(default="transformer", metadata={"help": "transformer (ViT) | cnn (baseline: a small CNN, tasks/vit/cnn.py)",
+                                                       "choices": ["transformer", "cnn"]})
+    cnn_width: int = field(default=32, metadata={"help": "--arch cnn: channels of the first conv block (doubled by the second; dropout 0.25)"})
     d_model: int = field(default=192, metadata={"help": "model width (ViT-Ti: 192)"})
     n_heads: int = field(default=3, metadata={"help": "attention heads"})
     n_layers: int = field(default=6, metadata={"help": "encoder layers"})
@@ -60,13 +64,15 @@ class VitTask(Task):
     summary = "image classification: Vision Transformer (patches + [CLS] + core pre-LN Encoder); accuracy / F1 / top-5"
     Arguments = VitArguments
     main_metric = "accuracy"
-    model_fields = ("image_size", "patch_size", "channels", "d_model", "n_heads", "n_layers", "d_ff", "pretrained",
-                    "pretrained_heads")
+    report_metrics = ("accuracy", "f1")  # shown by `panformer compare`
+    model_fields = ("arch", "cnn_width", "image_size", "patch_size", "channels", "d_model", "n_heads", "n_layers", "d_ff",
+                    "pretrained", "pretrained_heads")
     defaults = dict(epochs=100, batch_size=64, lr=1e-3, schedule="cosine", warmup_steps=200, weight_decay=0.05,
                     adam_beta2=0.999, adam_eps=1e-8, metric_for_best="accuracy", label_smoothing=0.1)
     quick = dict(epochs=1, max_steps=120, d_model=64, n_heads=2, n_layers=2, d_ff=128, patch_size=4, batch_size=32,
                  lr=3e-3, warmup_steps=10, eval_every=60, augment="none", label_smoothing=0.0, rollout_images=2)
     predict_help = "IMAGE... image files to classify"
+    baselines = {"cnn": {"arch": "cnn"}}
 
     def __init__(self, args: Any) -> None:
         super().__init__(args)
@@ -122,6 +128,8 @@ class VitTask(Task):
 
     def fit_assets(self) -> None:
         a = self.args
+        if getattr(a, "arch", "transformer") == "cnn" and (a.pretrained or a.freeze_encoder):
+            raise ConfigError("--arch cnn trains a small CNN from scratch; drop --pretrained / --freeze-encoder")
         labels = set(self.splits["train"].labels)
         self.labels = sorted(labels, key=lambda v: (str(type(v)), v))
         if len(self.labels) < 2:
@@ -143,12 +151,16 @@ class VitTask(Task):
         else:
             size = a.image_size or (16 if a.data is None else 32)
             patch = a.patch_size or (4 if a.data is None else max(size // 8, 1))
+            patch = 1 if self._is_cnn() else patch  # the CNN baseline has no patches
             cfg = ViTConfig(image_size=size, patch_size=patch, in_channels=self.channels,
                             d_model=a.d_model, n_heads=a.n_heads, n_layers=a.n_layers, d_ff=a.d_ff, dropout=a.dropout,
                             attention_dropout=a.attention_dropout, num_classes=len(self.labels))
             mean, std = (0.5,) * self.channels, (0.5,) * self.channels
         cfg.num_classes = len(self.labels)
-        ViTConfig(**cfg.to_dict())  # validate (image size divisible by the patch size)
+        if not self._is_cnn():
+            ViTConfig(**cfg.to_dict())  # validate (image size divisible by the patch size)
+        else:  # validate the baseline's shape before a run directory is written
+            CNNConfig(in_channels=self.channels, num_classes=len(self.labels), image_size=cfg.image_size, width=a.cnn_width)
         augment = a.augment if a.augment != "auto" else ("affine" if self.channels == 1 else "crop-flip")
         self.prep = {"vit": cfg.to_dict(), "mean": list(mean), "std": list(std), "augment": augment, "channels": self.channels}
 
@@ -176,7 +188,14 @@ class VitTask(Task):
         return {"images": torch.stack([x for x, _ in examples]), "labels": torch.tensor([y for _, y in examples])}
 
     # -- model ------------------------------------------------------------------------------------
+    def _is_cnn(self) -> bool:
+        return getattr(self.args, "arch", "transformer") == "cnn"
+
     def build_model(self) -> nn.Module:
+        if self._is_cnn():  # the baseline; it reads the same pixels (image_size, channels) as the ViT
+            vit = self.prep["vit"]
+            return SmallCNN(CNNConfig(in_channels=vit["in_channels"], num_classes=vit["num_classes"],
+                                      image_size=vit["image_size"], width=self.args.cnn_width))
         model = VisionTransformer(ViTConfig(**self.prep["vit"]))
         if getattr(self.args, "freeze_encoder", False):
             for name, p in model.named_parameters():
@@ -226,7 +245,7 @@ class VitTask(Task):
         if out_dir is not None:
             names = [str(v) for v in self.labels]
             confusion_matrix_png(y.numpy(), pred.numpy(), names, Path(out_dir) / "confusion_matrix.png", title=f"vit: {split}")
-            n = min(self.args.rollout_images, len(ds))
+            n = 0 if self._is_cnn() else min(self.args.rollout_images, len(ds))  # a CNN has no attention
             if n > 0:
                 rollout_pngs(model, torch.stack([ds[i][0] for i in range(n)]), [names[int(y[i])] for i in range(n)],
                              names, self.prep["mean"], self.prep["std"], Path(out_dir))
