@@ -10,7 +10,7 @@ from typing import Any, Callable, Iterable, Sequence
 from .errors import DataError
 
 __all__ = [
-    "TABLE_SUFFIXES", "load_table", "require_columns", "seeded_split", "read_lines", "bucket_batches",
+    "TABLE_SUFFIXES", "load_table", "require_columns", "seeded_split", "cut_by_fractions", "read_lines", "bucket_batches",
     "is_hub_name",
 ]
 
@@ -96,13 +96,20 @@ def seeded_split(n: int, fractions: Sequence[float], seed: int) -> list[list[int
     what the fractions leave. E.g. fractions (0.1, 0.1) → train 80 %, valid 10 %, test 10 %."""
     idx = list(range(n))
     random.Random(seed).shuffle(idx)
+    return cut_by_fractions(idx, fractions, f"training examples out of {n}")
+
+
+def cut_by_fractions(seq: Sequence, fractions: Sequence[float], what: str = "training data") -> list:
+    """Cut a list or string into len(fractions)+1 consecutive parts: the fractions give the sizes of the
+    later parts, the first takes the rest. E.g. (0.1,) → first 90 % and last 10 %."""
+    n = len(seq)
     sizes = [int(round(f * n)) for f in fractions]
     first = n - sum(sizes)
     if first <= 0:
-        raise DataError(f"split fractions {list(fractions)} leave no training examples out of {n}")
-    parts, start = [idx[:first]], first
+        raise DataError(f"split fractions {list(fractions)} leave no {what}")
+    parts, start = [seq[:first]], first
     for s in sizes:
-        parts.append(idx[start : start + s])
+        parts.append(seq[start : start + s])
         start += s
     return parts
 

@@ -1,13 +1,14 @@
 """Encoder and decoder layers: attention and position-wise FFN sublayers with residual + LayerNorm."""
 from __future__ import annotations
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .attention import MultiHeadAttention
 from .config import TransformerConfig
 
-__all__ = ["FeedForward", "EncoderLayer", "DecoderLayer"]
+__all__ = ["Dropout", "FeedForward", "EncoderLayer", "DecoderLayer", "on_real_tokens"]
 
 _ACTIVATIONS = {"relu": F.relu, "gelu": F.gelu, "gelu_tanh": lambda x: F.gelu(x, approximate="tanh")}
 
@@ -25,8 +26,54 @@ class FeedForward(nn.Module):
         return self.linear2(self.act(self.linear1(x)))
 
 
+class _KeepAndScale(torch.autograd.Function):
+    """y = x * keep / (1 - p); the mask is saved as bool (1 byte/element)."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, keep: Tensor, scale: float) -> Tensor:
+        ctx.save_for_backward(keep)
+        ctx.scale = scale
+        return torch.where(keep, x * scale, 0)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        (keep,) = ctx.saved_tensors
+        return torch.where(keep, grad * ctx.scale, 0), None, None
+
+
+class Dropout(nn.Dropout):
+    """``nn.Dropout`` with a faster CPU path: the mask comes from ``torch.rand`` (about 2x cheaper than
+    the ``bernoulli_`` of ``F.dropout`` on CPU) and forward and backward are one fused select each.
+    Same distribution and scaling; other devices use ``F.dropout``."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not self.training or self.p == 0.0:
+            return x
+        if x.device.type != "cpu" or self.inplace or self.p >= 1.0:
+            return F.dropout(x, self.p, True, self.inplace)
+        keep = torch.rand(x.shape, device=x.device) >= self.p
+        return _KeepAndScale.apply(x, keep, 1.0 / (1.0 - self.p))
+
+
 def _with_pos(x: Tensor, pos: Tensor | None) -> Tensor:
     return x if pos is None else x + pos
+
+
+def on_real_tokens(fn, x: Tensor, padding_mask: Tensor | None) -> Tensor:
+    """``fn`` (position-wise) applied to the real tokens of x (B, T, d) only; zeros at padding.
+
+    Position-wise sublayers need not run on padding: on CPU, where every FLOP costs, packing the real
+    tokens (N, d) saves the padded share of the FFN (a quarter of it at lengths uniform in [T/2, T]).
+    Outputs at real positions are unchanged. On other devices (the nonzero() sync costs more than it
+    saves) and without padding, ``fn(x)``.
+    """
+    if padding_mask is None or x.device.type != "cpu" or not bool(padding_mask.any()):
+        return fn(x)
+    keep = ~padding_mask  # (B, T)
+    y = fn(x[keep])  # (N, d_out)
+    out = y.new_zeros(*x.shape[:-1], y.shape[-1])
+    out[keep] = y
+    return out
 
 
 class EncoderLayer(nn.Module):
@@ -40,7 +87,7 @@ class EncoderLayer(nn.Module):
         self.ffn = FeedForward(cfg.d_model, cfg.d_ff, cfg.activation, cfg.bias)
         self.norm1 = nn.LayerNorm(cfg.d_model, eps=cfg.layer_norm_eps)
         self.norm2 = nn.LayerNorm(cfg.d_model, eps=cfg.layer_norm_eps)
-        self.dropout = nn.Dropout(cfg.dropout)
+        self.dropout = Dropout(cfg.dropout)
 
     def _sa(self, x, padding_mask, attn_mask, pos, causal, need_weights):
         qk = _with_pos(x, pos)
@@ -62,11 +109,11 @@ class EncoderLayer(nn.Module):
         if self.norm_first:
             out, w = self._sa(self.norm1(x), padding_mask, attn_mask, pos, causal, need_weights)
             x = x + out
-            x = x + self.dropout(self.ffn(self.norm2(x)))
+            x = x + on_real_tokens(lambda h: self.dropout(self.ffn(self.norm2(h))), x, padding_mask)
         else:
             out, w = self._sa(x, padding_mask, attn_mask, pos, causal, need_weights)
             x = self.norm1(x + out)
-            x = self.norm2(x + self.dropout(self.ffn(x)))
+            x = self.norm2(x + on_real_tokens(lambda h: self.dropout(self.ffn(h)), x, padding_mask))
         return x, w
 
 
@@ -85,7 +132,7 @@ class DecoderLayer(nn.Module):
             self.cross_attn = None
         self.ffn = FeedForward(cfg.d_model, cfg.d_ff, cfg.activation, cfg.bias)
         self.norm3 = nn.LayerNorm(cfg.d_model, eps=cfg.layer_norm_eps)
-        self.dropout = nn.Dropout(cfg.dropout)
+        self.dropout = Dropout(cfg.dropout)
 
     def forward(
         self,

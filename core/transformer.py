@@ -12,7 +12,7 @@ from torch import Tensor, nn
 
 from .cache import KVCache
 from .config import TransformerConfig
-from .layers import DecoderLayer, EncoderLayer
+from .layers import DecoderLayer, Dropout, EncoderLayer
 from .positional import build_positional
 
 __all__ = ["Encoder", "Decoder", "EncoderDecoder"]
@@ -31,7 +31,7 @@ class Encoder(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.pos = build_positional(cfg)
-        self.dropout = nn.Dropout(cfg.dropout)
+        self.dropout = Dropout(cfg.dropout)
         self.layers = _stack(EncoderLayer(cfg), cfg.n_layers, cfg.share_layers)
         self.norm = nn.LayerNorm(cfg.d_model, eps=cfg.layer_norm_eps) if cfg.use_final_norm else None
 
@@ -73,7 +73,7 @@ class Decoder(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.pos = build_positional(cfg)
-        self.dropout = nn.Dropout(cfg.dropout)
+        self.dropout = Dropout(cfg.dropout)
         n = cfg.num_decoder_layers
         self.layers = _stack(DecoderLayer(cfg, cross_attention), n, cfg.share_layers)
         self.norm = nn.LayerNorm(cfg.d_model, eps=cfg.layer_norm_eps) if cfg.use_final_norm else None

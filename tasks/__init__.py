@@ -49,4 +49,6 @@ def get_task(name: str) -> type:
         if module is None or importlib.util.find_spec(module) is None:
             raise ConfigError(f"unknown task {name!r}; available: {', '.join(available_tasks())}")
         importlib.import_module(module)
+        if name not in _REGISTRY:
+            raise ConfigError(f"module {module} does not register a task named {name!r} (missing @register?)")
     return _REGISTRY[name]

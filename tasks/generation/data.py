@@ -10,7 +10,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from core.data import TABLE_SUFFIXES, is_hub_name, load_table, read_lines
+from core.data import TABLE_SUFFIXES, cut_by_fractions, is_hub_name, load_table, read_lines
 from core.errors import DataError
 from core.tokenizer import TextTokenizer
 
@@ -69,16 +69,7 @@ def read_documents(source: str, what: str, text_column: str | None = None) -> li
 def contiguous_split(text: str, fractions: Sequence[float]) -> list[str]:
     """Cut ``text`` into len(fractions)+1 consecutive parts (train first), as nanoGPT does: the
     fractions give the sizes of the later parts. E.g. (0.1,) → first 90 % and last 10 %."""
-    n = len(text)
-    sizes = [int(round(f * n)) for f in fractions]
-    first = n - sum(sizes)
-    if first <= 0:
-        raise DataError(f"split fractions {list(fractions)} leave no training text")
-    parts, start = [text[:first]], first
-    for s in sizes:
-        parts.append(text[start : start + s])
-        start += s
-    return parts
+    return cut_by_fractions(text, fractions, "training text")
 
 
 def encode_stream(tok: TextTokenizer, text: str, char_level: bool) -> Tensor:

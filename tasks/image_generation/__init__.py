@@ -74,6 +74,7 @@ class ImageGenerationTask(Task):
     summary = "class-conditional ImageGPT on quantised pixels (core decoder); bits/dim, ViT-judged class accuracy"
     Arguments = ImageGenerationArguments
     main_metric = "loss"
+    report_metrics = ("bits_per_dim", "class_accuracy")  # shown by `panformer compare`
     model_fields = MODEL_FIELDS
     predict_without_inputs = True
     defaults = dict(epochs=1000, max_steps=3000, batch_size=64, lr=1e-3, schedule="cosine", warmup_steps=100,
