@@ -48,7 +48,7 @@ from .trainer_state import TrainState, find_checkpoint, read_checkpoint, write_c
 
 __all__ = ["TrainingArguments", "Trainer", "TrainerCallback", "lower_is_better"]
 
-_LOWER_TOKENS = {"loss", "perplexity", "ppl", "wer", "cer", "error", "err", "bits", "bpc", "bpd", "nll",
+_LOWER_TOKENS = {"loss", "perplexity", "ppl", "fid", "wer", "cer", "error", "err", "bits", "bpc", "bpd", "nll",
                  "mse", "rmse", "mae", "l1", "l2", "distance", "divergence", "kl"}
 
 

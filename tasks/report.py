@@ -13,11 +13,10 @@ import html
 from pathlib import Path
 from typing import Any
 
+from core.trainer import lower_is_better
+
 __all__ = ["fmt_metric", "fmt_row", "collect_images", "render_markdown", "render_html", "COLUMNS"]
 
-# metric names (last "/" part) where lower is better: exact names, then suffixes
-LOWER_IS_BETTER = {"loss", "perplexity", "bits_per_char", "wer", "cer", "fid", "mse", "mae", "rmse"}
-LOWER_SUFFIXES = ("loss", "distance", "error", "_l1", "_l2", "_mse", "_mae", "wer", "cer")
 MAX_IMAGES = 8  # per run directory: curves.png, then the task's own pictures
 COLUMNS = ("task", "model", "dataset", "metrics", "params", "train time", "throughput", "peak memory", "run time",
            "status")
@@ -36,8 +35,7 @@ def fmt_metric(v: Any) -> str:
 
 def metric_label(name: str) -> str:
     """'wer' -> 'wer↓', 'accuracy' -> 'accuracy↑' (which way is better)."""
-    base = name.split("/")[-1]
-    return name + ("↓" if base in LOWER_IS_BETTER or base.endswith(LOWER_SUFFIXES) else "↑")
+    return name + ("↓" if lower_is_better(name) else "↑")  # the Trainer's rule picks checkpoints the same way
 
 
 def fmt_row(row: dict[str, Any]) -> dict[str, str]:
