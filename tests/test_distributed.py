@@ -102,7 +102,9 @@ def test_torchrun_two_processes_match_one(tmp_path, cli):
                 # left, which Adam normalises into lr-sized steps: it differs between any two summation orders
                 # (and has no effect on any output)
                 continue
-            torch.testing.assert_close(w_ddp[k], v, rtol=1e-4, atol=1e-5, msg=f"{weights}: {k}")
+            # atol 1e-4: Adam turns rounding differences in near-zero gradients (e.g. embedding rows of rare
+            # tokens) into differences up to ~3e-5; the wrong shard weighting moves weights by up to 1e-3
+            torch.testing.assert_close(w_ddp[k], v, rtol=1e-4, atol=1e-4, msg=f"{weights}: {k}")
     _assert_close_rows(_rows(one / "log.csv"), _rows(ddp / "log.csv"))
 
     # every rank rejects the option, one of them reports it: one error line, exit status 2, nothing written
