@@ -69,10 +69,10 @@ def on_real_tokens(fn, x: Tensor, padding_mask: Tensor | None) -> Tensor:
     """
     if padding_mask is None or x.device.type != "cpu" or not bool(padding_mask.any()):
         return fn(x)
-    keep = ~padding_mask  # (B, T)
-    y = fn(x[keep])  # (N, d_out)
+    real = (~padding_mask).nonzero(as_tuple=True)  # (batch, position) indices, computed once for gather and scatter
+    y = fn(x[real])  # (N, d_out)
     out = y.new_zeros(*x.shape[:-1], y.shape[-1])
-    out[keep] = y
+    out[real] = y
     return out
 
 

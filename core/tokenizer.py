@@ -129,6 +129,7 @@ def train_tokenizer(
         tok.decoder = decoders.Fuse()
         tok.add_special_tokens(SPECIAL_TOKENS)
         return TextTokenizer(tok)
+    norm = normalizers.Sequence([normalizers.NFKC()] + ([normalizers.Lowercase()] if lowercase else []))
     if kind == "bpe":
         tok = Tokenizer(models.BPE(unk_token="<unk>"))
         tok.pre_tokenizer = pre_tokenizers.Metaspace()
@@ -139,7 +140,6 @@ def train_tokenizer(
         # WordPieceTrainer (and BPE with a "##" prefix) break count ties by ids handed out in hash order:
         # a different vocabulary each process. Train plain BPE over words marked with "▁" (deterministic:
         # its alphabet is sorted), then read "▁piece" as a word start and "piece" as "##piece".
-        norm = normalizers.Sequence([normalizers.NFKC()] + ([normalizers.Lowercase()] if lowercase else []))
         bpe = Tokenizer(models.BPE(unk_token="<unk>"))
         bpe.normalizer = norm
         bpe.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.BertPreTokenizer(), pre_tokenizers.Metaspace()])
@@ -168,7 +168,6 @@ def train_tokenizer(
                                             show_progress=False)
     else:
         raise ConfigError(f"tokenizer kind must be bpe, wordpiece, char or word, got {kind!r}")
-    norm = [normalizers.NFKC()] + ([normalizers.Lowercase()] if lowercase else [])
-    tok.normalizer = normalizers.Sequence(norm)
+    tok.normalizer = norm
     tok.train_from_iterator(texts, trainer=trainer, length=len(texts))
     return TextTokenizer(tok)
