@@ -222,6 +222,11 @@ class SentimentTask(Task):
         return TextClassifier(self.model_config(), self.tokenizer.vocab_size, len(self.labels), self.tokenizer.pad_id,
                               self.args.pooling)
 
+    def _special_ids(self) -> list[int]:
+        """Ids that masking and word dropout leave alone: pad, unk, bos, eos, mask (those the tokenizer has)."""
+        tok = self.tokenizer
+        return [i for i in (tok.pad_id, tok.unk_id, tok.bos_id, tok.eos_id, tok.mask_id) if i is not None]
+
     def load_pretrained(self, model: nn.Module) -> None:
         """``--mlm-pretrain-steps N``: masked-token self-pretraining of the embedding + encoder (core.mlm)."""
         steps = self.args.mlm_pretrain_steps
@@ -241,7 +246,7 @@ class SentimentTask(Task):
         texts = sorted(set(self.splits["train"][0]))
         seqs = self.tokenizer.encode_batch(texts, add_bos=self.args.pooling == "cls", max_len=self.args.max_len)
         tok = self.tokenizer
-        special = [i for i in (tok.pad_id, tok.unk_id, tok.bos_id, tok.eos_id, tok.mask_id) if i is not None]
+        special = self._special_ids()
         s = masked_lm_pretrain(model.embed, model.encoder, seqs, pad_id=tok.pad_id, mask_id=tok.mask_id,
                                special_ids=special, args=targs)
         print(f"[panformer] self-pretraining: {s['steps']} masked-token steps on {len(seqs):,} training texts, "
@@ -251,7 +256,7 @@ class SentimentTask(Task):
         ids = batch["ids"]
         p = self.args.token_dropout
         if p > 0 and model.training:  # word dropout (Iyyer et al. 2015): hide whole tokens behind <unk>
-            special = ids.eq(self.tokenizer.pad_id) | ids.eq(self.tokenizer.bos_id) | ids.eq(self.tokenizer.eos_id)
+            special = torch.isin(ids, torch.tensor(self._special_ids(), device=ids.device))
             hide = (torch.rand(ids.shape, device=ids.device) < p) & ~special
             ids = ids.masked_fill(hide, self.tokenizer.unk_id)
         return F.cross_entropy(model(ids).float(), batch["labels"], label_smoothing=self.args.label_smoothing)
