@@ -2,7 +2,7 @@
 from .attention import MultiHeadAttention, get_attention_impl, set_attention_impl
 from .cache import KVCache
 from .config import TransformerConfig
-from .decoding import DecodeState, beam_search, generate, greedy_search, sample
+from .decoding import DecodeState, SamplingArguments, beam_search, generate, greedy_search, sample, sampling_kwargs
 from .embedding import OutputProjection, TokenEmbedding
 from .errors import ConfigError, DataError, PanformerError
 from .layers import DecoderLayer, EncoderLayer, FeedForward
@@ -18,7 +18,7 @@ __version__ = "0.1.0"
 __all__ = [
     "TransformerConfig", "Encoder", "Decoder", "EncoderDecoder", "EncoderLayer", "DecoderLayer", "FeedForward",
     "MultiHeadAttention", "set_attention_impl", "get_attention_impl", "KVCache", "DecodeState",
-    "greedy_search", "beam_search", "sample", "generate", "TokenEmbedding", "OutputProjection",
+    "greedy_search", "beam_search", "sample", "generate", "SamplingArguments", "sampling_kwargs", "TokenEmbedding", "OutputProjection",
     "SinusoidalPositionalEncoding", "LearnedPositionalEmbedding", "sine_positional_2d",
     "lengths_to_padding_mask", "causal_mask", "mask_tokens", "IGNORE_INDEX", "pool",
     "Seq2SeqTransformer", "CausalTransformerLM", "count_parameters", "RNNConfig", "RNNEncoder", "RecurrentLM",

@@ -25,7 +25,32 @@ from torch import Tensor, nn
 from .cache import KVCache
 from .errors import ConfigError
 
-__all__ = ["DecodeState", "Decodable", "greedy_search", "sample", "beam_search", "top_k_top_p_filter", "generate"]
+__all__ = ["DecodeState", "Decodable", "greedy_search", "sample", "beam_search", "top_k_top_p_filter", "generate",
+           "SamplingArguments", "sampling_kwargs"]
+
+
+@dataclass
+class SamplingArguments:
+    """Decoding options of every generating task (text, music, images), turned into CLI flags by the task's
+    ``Arguments`` dataclass inheriting them. A task changes a default by declaring the field again."""
+
+    decoding: str = field(default="sample", metadata={"help": "greedy | sample (| beam where the task has beam search)"})
+    temperature: float = field(default=1.0, metadata={"help": "sampling temperature (0: greedy)"})
+    top_k: int = field(default=0, metadata={"help": "sample from the k most likely tokens (0: all)"})
+    top_p: float = field(default=1.0, metadata={"help": "nucleus sampling: smallest set with this much probability (1: all)"})
+    generation_seed: int = field(default=0, metadata={"help": "random seed of sampling"})
+    use_cache: bool = field(default=True, metadata={"help": "key/value cache during generation"})
+
+
+def sampling_kwargs(args: Any, allowed: tuple[str, ...] = ("greedy", "sample")) -> dict[str, Any]:
+    """:func:`generate` keyword arguments from resolved :class:`SamplingArguments` (0 / 1 mean "off"), with a
+    fresh generator seeded by ``generation_seed``; ``allowed`` names the decodings the task supports."""
+    if args.decoding not in allowed:
+        names = ", ".join(allowed[:-1]) + " or " + allowed[-1] if len(allowed) > 1 else allowed[0]
+        raise ConfigError(f"--decoding must be {names}, got {args.decoding!r}")
+    return dict(decoding=args.decoding, temperature=args.temperature, top_k=args.top_k or None,
+                top_p=args.top_p if args.top_p < 1 else None, use_cache=args.use_cache,
+                generator=torch.Generator().manual_seed(args.generation_seed))
 
 
 @dataclass

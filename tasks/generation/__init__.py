@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from core import CausalTransformerLM, RecurrentLM, RNNConfig, TransformerConfig
+from core.decoding import SamplingArguments, sampling_kwargs
 from core.checkpoint import atomic_write_text
 from core.errors import ConfigError, DataError
 from core.tokenizer import TextTokenizer, train_tokenizer
@@ -34,7 +35,7 @@ MODEL_FIELDS = ("arch", "tokenizer", "vocab_size", "lowercase", "block_size", "d
 
 
 @dataclass
-class GenerationArguments:
+class GenerationArguments(SamplingArguments):
     text_column: str | None = field(default=None, metadata={"help": "text column of a table / hub dataset (default: text, content, ...)"})
     max_chars: int | None = field(default=None, metadata={"help": "use at most this many characters of the training text"})
     tokenizer: str = field(default="char", metadata={"help": "char | bpe, trained on the training text"})
@@ -53,15 +54,10 @@ class GenerationArguments:
     eval_max_tokens: int | None = field(default=None, metadata={"help": "validation tokens scored at each evaluation during training (default: all)"})
     prompt: str = field(default="", metadata={"help": "text to continue (predict, and the samples written after training)"})
     max_new_tokens: int = field(default=200, metadata={"help": "tokens to generate"})
-    decoding: str = field(default="sample", metadata={"help": "greedy | sample | beam"})
     temperature: float = field(default=0.8, metadata={"help": "sampling temperature (0: greedy)"})
-    top_k: int = field(default=0, metadata={"help": "sample from the k most likely tokens (0: all)"})
-    top_p: float = field(default=1.0, metadata={"help": "nucleus sampling: smallest set with this much probability (1: all)"})
     beam_size: int = field(default=4, metadata={"help": "beams for --decoding beam"})
     length_penalty: float = field(default=1.0, metadata={"help": "beam score = log p / length ** length_penalty"})
     num_samples: int = field(default=1, metadata={"help": "samples per prompt"})
-    generation_seed: int = field(default=0, metadata={"help": "random seed of sampling"})
-    use_cache: bool = field(default=True, metadata={"help": "key/value cache during generation"})
     output_format: str = field(default="text", metadata={"help": "predict output: text | json"})
 
 
@@ -245,15 +241,12 @@ class GenerationTask(Task):
     def sample_texts(self, model: nn.Module, prompts: list[str], num_samples: int) -> list[str]:
         """``num_samples`` continuations of each prompt (decoded prompt + new text)."""
         a = self.args
-        if a.decoding not in ("greedy", "sample", "beam"):
-            raise ConfigError(f"--decoding must be greedy, sample or beam, got {a.decoding!r}")
-        g = torch.Generator().manual_seed(a.generation_seed)
+        sampling = sampling_kwargs(a, allowed=("greedy", "sample", "beam"))
         out = []
         for prompt in prompts:
             ids = self._prompt_ids(prompt)
-            seqs = generate(model, ids, a.max_new_tokens, decoding=a.decoding, num_samples=num_samples,
-                            temperature=a.temperature, top_k=a.top_k or None, top_p=a.top_p if a.top_p < 1 else None,
-                            beam_size=a.beam_size, length_penalty=a.length_penalty, generator=g, use_cache=a.use_cache)
+            seqs = generate(model, ids, a.max_new_tokens, num_samples=num_samples, beam_size=a.beam_size,
+                            length_penalty=a.length_penalty, **sampling)
             for seq in seqs:
                 text = self.tokenizer.decode(seq)
                 head = self.tokenizer.decode(ids)

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from core import TransformerConfig
+from core.decoding import SamplingArguments, sampling_kwargs
 from core import distributed as D
 from core.checkpoint import atomic_write_text
 from core.data import seeded_split
@@ -41,7 +42,7 @@ MODEL_FIELDS = ("image_size", "levels", "d_model", "n_heads", "n_layers", "d_ff"
 
 
 @dataclass
-class ImageGenerationArguments:
+class ImageGenerationArguments(SamplingArguments):
     image_size: int | None = field(default=None, metadata={"help": "side of the square images modelled (None: 8 for digits, 16 otherwise); sequence length image_size**2"})
     levels: int | None = field(default=None, metadata={"help": "grey levels per pixel = pixel vocabulary (None: 17 for digits, lossless; 16 otherwise)"})
     image_column: str | None = field(default=None, metadata={"help": "table column with image paths or images (as the vit task)"})
@@ -60,12 +61,6 @@ class ImageGenerationArguments:
     classes: list[str] | None = field(default=None, metadata={"help": "predict: classes to generate (default: the INPUT arguments, else all)"})
     num_samples: int = field(default=8, metadata={"help": "predict: samples per class (columns of the grid)"})
     output: str = field(default="samples.png", metadata={"help": "predict: PNG file of the grid (rows = classes)"})
-    decoding: str = field(default="sample", metadata={"help": "greedy | sample", "choices": ["greedy", "sample"]})
-    temperature: float = field(default=1.0, metadata={"help": "sampling temperature (0: greedy)"})
-    top_k: int = field(default=0, metadata={"help": "sample from the k most likely levels (0: all)"})
-    top_p: float = field(default=1.0, metadata={"help": "nucleus sampling (1: all)"})
-    generation_seed: int = field(default=0, metadata={"help": "random seed of sampling"})
-    use_cache: bool = field(default=True, metadata={"help": "key/value cache during generation"})
 
 
 @register
@@ -193,10 +188,8 @@ class ImageGenerationTask(Task):
     def generate(self, model: nn.Module, class_ids: list[int], per_class: int) -> Tensor:
         """``per_class`` samples of each class → uint8 (len(class_ids), per_class, S, S)."""
         a = self.args
-        g = torch.Generator().manual_seed(a.generation_seed)
         labels = torch.tensor(class_ids, dtype=torch.long).repeat_interleave(per_class)
-        pixels = sample_pixels(model, labels, self.size * self.size, a.decoding, a.temperature, a.top_k or None,
-                               a.top_p if a.top_p < 1 else None, generator=g, use_cache=a.use_cache)
+        pixels = sample_pixels(model, labels, self.size * self.size, **sampling_kwargs(a))
         return self._images(pixels).view(len(class_ids), per_class, self.size, self.size)
 
     def get_judge(self, cache_root: Path) -> Judge:

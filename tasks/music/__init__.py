@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from core import CausalTransformerLM, TransformerConfig, generate
+from core.decoding import SamplingArguments, sampling_kwargs
 from core.checkpoint import atomic_write_text
 from core.data import seeded_split
 from core.errors import ConfigError, DataError
@@ -37,7 +38,7 @@ MODEL_FIELDS = ("max_pieces", "steps_per_quarter", "max_shift", "max_dur", "max_
 
 
 @dataclass
-class MusicArguments:
+class MusicArguments(SamplingArguments):
     max_pieces: int | None = field(default=None, metadata={"help": "read at most this many scores (the first ones, before splitting)"})
     steps_per_quarter: int = field(default=4, metadata={"help": "time grid: steps per quarter note (4: sixteenths)"})
     max_shift: int = field(default=16, metadata={"help": "longest SHIFT token, in steps"})
@@ -54,15 +55,10 @@ class MusicArguments:
     prompt: str = field(default="", metadata={"help": "MIDI / MusicXML file or music21 corpus name (bach/bwv269) to continue; empty: from scratch"})
     prompt_quarters: float = field(default=4.0, metadata={"help": "keep the prompt's notes that start in its first N quarter notes"})
     max_new_tokens: int = field(default=1024, metadata={"help": "tokens to generate per piece (stops at EOS)"})
-    decoding: str = field(default="sample", metadata={"help": "sample | greedy"})
-    temperature: float = field(default=1.0, metadata={"help": "sampling temperature (0: greedy)"})
-    top_k: int = field(default=0, metadata={"help": "sample from the k most likely tokens (0: all)"})
     top_p: float = field(default=0.95, metadata={"help": "nucleus sampling: smallest set with this much probability (1: all)"})
     num_samples: int = field(default=1, metadata={"help": "pieces generated per prompt (predict)"})
     eval_samples: int = field(default=8, metadata={"help": "pieces generated for the musical statistics of the final evaluation (0: none)"})
     constrained: bool = field(default=True, metadata={"help": "decode only tokens the event grammar allows next"})
-    generation_seed: int = field(default=0, metadata={"help": "random seed of sampling"})
-    use_cache: bool = field(default=True, metadata={"help": "key/value cache during generation"})
     tempo: float = field(default=80.0, metadata={"help": "quarter notes per minute of the MIDI files written"})
     out_dir: str | None = field(default=None, metadata={"help": "predict: folder for the MIDI and PNG files (default: RUN/predictions)"})
 
@@ -225,13 +221,8 @@ class MusicTask(Task):
     def generate_pieces(self, model: nn.Module, prompt: list[int], num: int) -> list[tuple[list, int, int]]:
         """``num`` continuations of the token ``prompt`` → [(notes, tokens out of grammar, tokens)]."""
         a = self.args
-        if a.decoding not in ("sample", "greedy"):
-            raise ConfigError(f"--decoding must be sample or greedy, got {a.decoding!r}")
-        g = torch.Generator().manual_seed(a.generation_seed)
         decoder = GrammarConstrained(model, self.vocab) if a.constrained else model
-        seqs = generate(decoder, prompt, a.max_new_tokens, decoding=a.decoding, num_samples=num,
-                        temperature=a.temperature, top_k=a.top_k or None, top_p=a.top_p if a.top_p < 1 else None,
-                        eos_id=EOS, generator=g, use_cache=a.use_cache)
+        seqs = generate(decoder, prompt, a.max_new_tokens, num_samples=num, eos_id=EOS, **sampling_kwargs(a))
         return [(*self.vocab.decode(s), len(s)) for s in seqs]
 
     def _write(self, notes: list, stem: Path, title: str) -> tuple[Path, Path]:
