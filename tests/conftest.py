@@ -32,3 +32,31 @@ def cli(capsys):
         return code, out.out, out.err
 
     return run
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny models run fastest (and steadiest on a shared CPU) on one thread. A module opts in with
+    ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture
+def train_error(tmp_path, capsys):
+    """``train_error(task, *argv)`` runs ``panformer train TASK --quick ARGV``, asserts that it fails the way bad
+    input must (exit 2, exactly one ``panformer: error: ...`` line, no run directory left behind) and returns
+    that line."""
+    from tasks.cli import main
+
+    def run(task: str, *argv: str) -> str:
+        out = tmp_path / "never"
+        rc = main(["train", task, "--quick", "--out", str(out), *map(str, argv)])
+        err = capsys.readouterr().err
+        assert rc == 2 and err.startswith("panformer: error: ") and len(err.strip().splitlines()) == 1, err
+        assert not out.exists()
+        return err
+
+    return run

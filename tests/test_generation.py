@@ -16,12 +16,7 @@ from tasks.generation import generate
 from tasks.generation.data import pydoc_topics
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny models: one thread is fastest, and robust on a busy machine
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
@@ -103,23 +98,14 @@ def test_bpe_on_a_folder_of_text_files(tmp_path):
     assert (out / "samples.txt").is_file()
 
 
-def _bad(tmp_path: Path, capsys, *argv: str) -> str:
-    out = tmp_path / "never"
-    rc = main(["train", "generation", "--quick", "--out", str(out), *argv])
-    err = capsys.readouterr().err
-    assert rc == 2 and err.startswith("panformer: error: ") and len(err.strip().splitlines()) == 1, err
-    assert not out.exists()
-    return err
-
-
-def test_bad_inputs_give_one_line_errors(tmp_path, capsys):
+def test_bad_inputs_give_one_line_errors(tmp_path, train_error):
     (tmp_path / "empty.txt").write_text("\n\n")
-    assert "empty.txt contains no text" in _bad(tmp_path, capsys, "--data", str(tmp_path / "empty.txt"))
+    assert "empty.txt contains no text" in train_error("generation", "--data", str(tmp_path / "empty.txt"))
     (tmp_path / "nothing").mkdir()
-    assert "has no .txt files" in _bad(tmp_path, capsys, "--data", str(tmp_path / "nothing"))
-    assert "file not found" in _bad(tmp_path, capsys, "--data", str(tmp_path / "missing.txt"))
+    assert "has no .txt files" in train_error("generation", "--data", str(tmp_path / "nothing"))
+    assert "file not found" in train_error("generation", "--data", str(tmp_path / "missing.txt"))
     (tmp_path / "t.csv").write_text("title,body\na,b\n")
-    assert "--text-column" in _bad(tmp_path, capsys, "--data", str(tmp_path / "t.csv"))
+    assert "--text-column" in train_error("generation", "--data", str(tmp_path / "t.csv"))
     (tmp_path / "short.txt").write_text("tiny text " * 5)
-    assert "--block-size" in _bad(tmp_path, capsys, "--data", str(tmp_path / "short.txt"), "--valid-fraction", "0.5")
-    assert "--tokenizer" in _bad(tmp_path, capsys, "--tokenizer", "wordpiece")
+    assert "--block-size" in train_error("generation", "--data", str(tmp_path / "short.txt"), "--valid-fraction", "0.5")
+    assert "--tokenizer" in train_error("generation", "--tokenizer", "wordpiece")

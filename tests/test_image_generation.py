@@ -21,12 +21,7 @@ from tasks.image_generation.model import sequences
 from tasks.vit import digits
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny models: one thread is fastest, and robust on a busy machine
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny_lm(levels: int = 17, classes: int = 10, side: int = 8, seed: int = 0) -> PixelLM:
@@ -173,25 +168,16 @@ def test_image_folder_resized_and_quantised(tmp_path):
     assert m["images"] == 7 and 0 < m["bits_per_dim"] < 3 and set(m["class_accuracy_per_class"]) == {"d0", "d1", "d7"}
 
 
-def _bad(tmp_path: Path, capsys, *argv: str) -> str:
-    out = tmp_path / "never"
-    rc = main(["train", "image-generation", "--quick", "--out", str(out), *argv])
-    err = capsys.readouterr().err
-    assert rc == 2 and err.startswith("panformer: error: ") and len(err.strip().splitlines()) == 1, err
-    assert not out.exists()
-    return err
-
-
-def test_bad_inputs_give_one_line_errors(tmp_path, capsys):
+def test_bad_inputs_give_one_line_errors(tmp_path, train_error):
     (tmp_path / "empty").mkdir()
-    assert "no class subfolders" in _bad(tmp_path, capsys, "--data", str(tmp_path / "empty"))
+    assert "no class subfolders" in train_error("image-generation", "--data", str(tmp_path / "empty"))
     (tmp_path / "hollow" / "a").mkdir(parents=True)
-    assert "hold no images" in _bad(tmp_path, capsys, "--data", str(tmp_path / "hollow"))
+    assert "hold no images" in train_error("image-generation", "--data", str(tmp_path / "hollow"))
     data = _folder(tmp_path / "broken", per_class=3)
     (data / "d1" / "bad.png").write_bytes(b"not a png at all")
-    err = _bad(tmp_path, capsys, "--data", str(data))
+    err = train_error("image-generation", "--data", str(data))
     assert "cannot decode image" in err and "bad.png" in err
-    assert "not found" in _bad(tmp_path, capsys, "--data", str(tmp_path / "missing"))
-    assert "--levels" in _bad(tmp_path, capsys, "--levels", "1")
-    assert "--image-size" in _bad(tmp_path, capsys, "--image-size", "0")
-    assert "expected a run directory of `panformer train vit`" in _bad(tmp_path, capsys, "--judge", str(tmp_path))
+    assert "not found" in train_error("image-generation", "--data", str(tmp_path / "missing"))
+    assert "--levels" in train_error("image-generation", "--levels", "1")
+    assert "--image-size" in train_error("image-generation", "--image-size", "0")
+    assert "expected a run directory of `panformer train vit`" in train_error("image-generation", "--judge", str(tmp_path))

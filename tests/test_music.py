@@ -22,12 +22,7 @@ from tasks.music.tokens import BOS, EOS, PAD
 QUICK = ["--quick", "--progress", "false", "--max-new-tokens", "64", "--eval-samples", "3"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny models: one thread is fastest, and robust on a busy machine
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
@@ -191,25 +186,16 @@ def test_folder_of_midi_files_and_cache(chorales, tmp_path, monkeypatch):
     assert m["split"] == "valid" and m["tokens"] > 0
 
 
-def _bad(tmp_path: Path, capsys, *argv: str) -> str:
-    out = tmp_path / "never"
-    rc = main(["train", "music", "--quick", "--out", str(out), *argv])
-    err = capsys.readouterr().err
-    assert rc == 2 and err.startswith("panformer: error: ") and len(err.strip().splitlines()) == 1, err
-    assert not out.exists()
-    return err
-
-
-def test_bad_inputs_give_one_line_errors(tmp_path, capsys, monkeypatch):
+def test_bad_inputs_give_one_line_errors(tmp_path, monkeypatch, train_error):
     monkeypatch.setenv("PANFORMER_CACHE", str(tmp_path / "cache"))
     (tmp_path / "empty").mkdir()
-    err = _bad(tmp_path, capsys, "--data", str(tmp_path / "empty"))
+    err = train_error("music", "--data", str(tmp_path / "empty"))
     assert f"folder {tmp_path / 'empty'} has no MIDI or MusicXML files" in err
     bad = tmp_path / "bad"
     bad.mkdir()
     (bad / "broken.mid").write_bytes(b"MThd not really a midi file")
-    assert f"cannot read {bad / 'broken.mid'} as a score" in _bad(tmp_path, capsys, "--data", str(bad))
-    assert "not found" in _bad(tmp_path, capsys, "--data", str(tmp_path / "missing"))
+    assert f"cannot read {bad / 'broken.mid'} as a score" in train_error("music", "--data", str(bad))
+    assert "not found" in train_error("music", "--data", str(tmp_path / "missing"))
     (tmp_path / "notes.txt").write_text("C D E")
-    assert "unsupported file type '.txt'" in _bad(tmp_path, capsys, "--data", str(tmp_path / "notes.txt"))
-    assert "--max-voices must be positive" in _bad(tmp_path, capsys, "--max-voices", "0")
+    assert "unsupported file type '.txt'" in train_error("music", "--data", str(tmp_path / "notes.txt"))
+    assert "--max-voices must be positive" in train_error("music", "--max-voices", "0")

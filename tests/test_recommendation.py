@@ -22,13 +22,7 @@ from tasks.recommendation.models import BERT4Rec, SASRec
 QUICK = ["--quick", "--progress", "false"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models run faster on one thread, above all on a CPU shared with other jobs."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def write_txt(path, seqs: dict[str, list[str]]) -> None:

@@ -23,12 +23,7 @@ from tasks.speech.frontend import (Conv2dSubsampling, LogMelFrontend, read_audio
 FSDD = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "fsdd"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny models: threads only add overhead on a shared CPU
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(autouse=True)

@@ -20,12 +20,7 @@ from tasks.translation.decode import pad_batch, sequence_log_probs, translate_id
 pytest.importorskip("num2words")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny models: one thread is fastest, and robust on a busy machine
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def write_lines(path: Path, lines: list[str]) -> str:
@@ -141,25 +136,16 @@ def test_tables_prefixes_and_hub_layouts(tmp_path):
     assert read_source(str(tmp_path / "train"), "--data", a) == (["ja", "nein"], ["yes", "no"])
 
 
-def _bad(tmp_path: Path, capsys, *argv: str) -> str:
-    out = tmp_path / "never"
-    rc = main(["train", "translation", "--quick", "--out", str(out), *argv])
-    err = capsys.readouterr().err
-    assert rc == 2 and err.startswith("panformer: error: ") and len(err.strip().splitlines()) == 1, err
-    assert not out.exists()
-    return err
-
-
-def test_bad_inputs_give_one_line_errors(tmp_path, capsys):
+def test_bad_inputs_give_one_line_errors(tmp_path, train_error):
     s = write_lines(tmp_path / "s.txt", ["eins", "zwei", "drei"])
-    err = _bad(tmp_path, capsys, "--source-file", s, "--target-file", write_lines(tmp_path / "t.txt", ["one", "two"]))
+    err = train_error("translation", "--source-file", s, "--target-file", write_lines(tmp_path / "t.txt", ["one", "two"]))
     assert "has 3 lines" in err and "t.txt has 2" in err
-    err = _bad(tmp_path, capsys, "--source-file", s, "--target-file", write_lines(tmp_path / "e.txt", ["one", "", "three"]))
+    err = train_error("translation", "--source-file", s, "--target-file", write_lines(tmp_path / "e.txt", ["one", "", "three"]))
     assert "e.txt: line 2 is empty" in err
-    err = _bad(tmp_path, capsys, "--source-file", write_lines(tmp_path / "z.txt", []), "--target-file", s)
+    err = train_error("translation", "--source-file", write_lines(tmp_path / "z.txt", []), "--target-file", s)
     assert "z.txt is empty" in err
-    assert "needs --target-file" in _bad(tmp_path, capsys, "--source-file", s)
+    assert "needs --target-file" in train_error("translation", "--source-file", s)
     (tmp_path / "c.csv").write_text("src,english\na,b\n")
-    err = _bad(tmp_path, capsys, "--data", str(tmp_path / "c.csv"), "--target-column", "en")
+    err = train_error("translation", "--data", str(tmp_path / "c.csv"), "--target-column", "en")
     assert "no column 'en'" in err and "--target-column" in err
-    assert "--shared-vocab" in _bad(tmp_path, capsys, "--shared-vocab", "false")
+    assert "--shared-vocab" in train_error("translation", "--shared-vocab", "false")

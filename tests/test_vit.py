@@ -23,13 +23,7 @@ from tasks.vit import (ViTConfig, VisionTransformer, attention_rollout, digits, 
 VIT_B_16_PARAMS = 86_567_656
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models on a shared CPU run fastest (and steadiest) on one thread."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _randomize(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
