@@ -2,10 +2,11 @@
 seeded splits and length-bucketed batching. Errors name the file, column and what was expected."""
 from __future__ import annotations
 
+import contextlib
 import gzip
 import random
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 from .errors import DataError
 
@@ -32,15 +33,35 @@ def is_hub_name(source: str) -> bool:
     return source.count("/") <= 1 and all(part for part in source.split("/"))
 
 
+@contextlib.contextmanager
+def _quiet_datasets() -> Iterator[None]:
+    """Silence ``datasets`` while it reads: its progress bars, and the ERROR lines it logs before raising on
+    a bad file (``load_table`` turns the exception into one DataError line of its own). The caller's
+    verbosity and progress-bar setting come back afterwards."""
+    import datasets
+
+    verbosity, bars = datasets.logging.get_verbosity(), datasets.is_progress_bar_enabled()
+    datasets.logging.set_verbosity(datasets.logging.CRITICAL + 1)
+    datasets.disable_progress_bars()
+    try:
+        yield
+    finally:
+        datasets.logging.set_verbosity(verbosity)
+        if bars:
+            datasets.enable_progress_bars()
+
+
 def load_table(source: str | Path, what: str = "--data", split: str = "train", hub_config: str | None = None):
     """Read a CSV / TSV / JSON / JSONL / Parquet file (gzip accepted) or a hub dataset into a
     ``datasets.Dataset``. Raises :class:`DataError` for a missing, unreadable, empty or unknown source."""
+    with _quiet_datasets():
+        return _load_table(str(source), what, split, hub_config)
+
+
+def _load_table(source: str, what: str, split: str, hub_config: str | None):
     import datasets
 
-    source = str(source)
     path = Path(source).expanduser()
-    datasets.logging.set_verbosity_error()
-    datasets.disable_progress_bars()
     if not path.exists():
         if not is_hub_name(source):
             raise DataError(f"{what}: file not found: {source}")
