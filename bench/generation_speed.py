@@ -7,6 +7,7 @@ with the cache.
 
     python bench/generation_speed.py                       # full: 200 new tokens, 3 repeats
     python bench/generation_speed.py --new-tokens 32 --repeats 1 --threads 1 --tag smoke
+    python bench/generation_speed.py --batches 8 --modes beam4 --no-uncached --threads 1 --tag b8-beam4
 """
 from __future__ import annotations
 
@@ -61,6 +62,7 @@ def main() -> None:
     p.add_argument("--batches", type=int, nargs="+", default=[1, 8])
     p.add_argument("--modes", nargs="+", default=["greedy", "beam4"], choices=["greedy", "beam4"])
     p.add_argument("--no-hf", action="store_true", help="skip the transformers comparison")
+    p.add_argument("--no-uncached", action="store_true", help="skip the (slow) runs without the key/value cache")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     p.add_argument("--tag", default="full")
     a = p.parse_args()
@@ -77,7 +79,7 @@ def main() -> None:
         for mode in a.modes:
             row = {"batch": batch, "decoding": mode}
             with torch.inference_mode():
-                for name, cache in (("panformer_cached", True), ("panformer_uncached", False)):
+                for name, cache in (("panformer_cached", True), ("panformer_uncached", False))[: 1 if a.no_uncached else 2]:
                     def run(cache=cache):
                         state = model.init_decode_state(batch, use_cache=cache)
                         if mode == "beam4":  # batched: B inputs x 4 beams
