@@ -11,8 +11,8 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 from .errors import DataError
 
 __all__ = [
-    "TABLE_SUFFIXES", "load_table", "require_columns", "seeded_split", "cut_by_fractions", "read_lines", "bucket_batches",
-    "is_hub_name",
+    "TABLE_SUFFIXES", "load_table", "require_columns", "seeded_split", "cut_by_fractions", "assemble_splits", "read_lines",
+    "bucket_batches", "is_hub_name",
 ]
 
 TABLE_SUFFIXES = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
@@ -118,6 +118,33 @@ def seeded_split(n: int, fractions: Sequence[float], seed: int) -> list[list[int
     idx = list(range(n))
     random.Random(seed).shuffle(idx)
     return cut_by_fractions(idx, fractions, f"training examples out of {n}")
+
+
+def assemble_splits(n: int, take: Callable[[list[int]], Any], *, valid: Any = None, test: Any = None,
+                    valid_fraction: float = 0.1, test_fraction: float = 0.1, seed: int = 0,
+                    max_examples: int | None = None, indices: Sequence[list[int]] | None = None,
+                    size: Callable[[Any], int] = len, valid_hint: str = "--valid-data") -> dict[str, Any]:
+    """The ``{"train", "valid", "test"}`` splits of a dataset of ``n`` examples.
+
+    A split given as already-read data (``valid`` / ``test``) is used as is; the others are cut from the
+    dataset by :func:`seeded_split` (fraction 0 for a given split), or by ``indices`` (train, valid, test)
+    when the data has a fixed split. ``take(ids)`` builds a split from example indices; the training split
+    keeps its first ``max_examples``. Empty splits become None; a DataError names the flag to change when
+    the training or validation split is empty (``valid_hint``: the flags that give validation data).
+    """
+    if indices is None:
+        fracs = [0.0 if valid is not None else valid_fraction, 0.0 if test is not None else test_fraction]
+        indices = seeded_split(n, fracs, seed)
+    train_ids, valid_ids, test_ids = indices
+    parts = {"train": take(list(train_ids)[:max_examples] if max_examples else list(train_ids)),
+             "valid": valid if valid is not None else take(list(valid_ids)),
+             "test": test if test is not None else take(list(test_ids))}
+    if not size(parts["train"]):
+        raise DataError("no training examples left after splitting; pass more --data")
+    splits = {k: v if v is not None and size(v) else None for k, v in parts.items()}
+    if splits["valid"] is None:
+        raise DataError(f"empty validation split; raise --valid-fraction or pass {valid_hint}")
+    return splits
 
 
 def cut_by_fractions(seq: Sequence, fractions: Sequence[float], what: str = "training data") -> list:

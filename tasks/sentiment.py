@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from core import Encoder, RNNConfig, RNNEncoder, TokenEmbedding, TransformerConfig, pool
-from core.data import bucket_batches, load_table, require_columns, seeded_split
+from core.data import assemble_splits, bucket_batches, load_table, require_columns
 from core.errors import ConfigError, DataError
 from core.metrics import classification_metrics, confusion_matrix_png
 from core.tokenizer import TextTokenizer, train_tokenizer
@@ -122,22 +122,12 @@ class SentimentTask(Task):
         else:
             texts, labels = self._read(a.data, "--data")
             self.data_name = Path(a.data).name
-        parts: dict[str, tuple[list, list]] = {}
-        fracs = [0.0 if a.valid_data else a.valid_fraction, 0.0 if a.test_data else a.test_fraction]
-        idx = seeded_split(len(texts), fracs, a.seed)
-        for name, ids in zip(("train", "valid", "test"), idx):
-            parts[name] = ([texts[i] for i in ids], [labels[i] for i in ids])
-        if a.valid_data:
-            parts["valid"] = self._read(a.valid_data, "--valid-data")
-        if a.test_data:
-            parts["test"] = self._read(a.test_data, "--test-data")
-        if a.max_examples:
-            parts["train"] = (parts["train"][0][: a.max_examples], parts["train"][1][: a.max_examples])
-        if not parts["train"][0]:
-            raise DataError("no training examples left after splitting; pass more --data")
-        self.splits = {k: v if v[0] else None for k, v in parts.items()}
-        if self.splits["valid"] is None:
-            raise DataError("empty validation split; raise --valid-fraction or pass --valid-data")
+        self.splits = assemble_splits(
+            len(texts), lambda ids: ([texts[i] for i in ids], [labels[i] for i in ids]),
+            valid=self._read(a.valid_data, "--valid-data") if a.valid_data else None,
+            test=self._read(a.test_data, "--test-data") if a.test_data else None,
+            valid_fraction=a.valid_fraction, test_fraction=a.test_fraction, seed=a.seed,
+            max_examples=a.max_examples, size=lambda part: len(part[0]))
 
     def fit_assets(self) -> None:
         a = self.args

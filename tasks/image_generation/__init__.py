@@ -26,7 +26,7 @@ from core import TransformerConfig
 from core.decoding import SamplingArguments, sampling_kwargs
 from core import distributed as D
 from core.checkpoint import atomic_write_text
-from core.data import seeded_split
+from core.data import assemble_splits
 from core.errors import ConfigError, DataError
 
 from .. import register
@@ -108,29 +108,22 @@ class ImageGenerationTask(Task):
             raise ConfigError(f"--judge {a.judge}: no config.json; expected a run directory of `panformer train vit`")
         if builtin:
             src = digits(1)
-            tr, va, te = digits_split(src.labels, 0.0 if a.valid_data else a.valid_fraction, a.seed)
+            indices = digits_split(src.labels, 0.0 if a.valid_data else a.valid_fraction, a.seed)
             self.data_name = "sklearn digits (8x8, 17 grey levels; the vit task's fixed 25 % test split)"
         else:
             src = self._open(a.data, "--data", "train")
-            fracs = [0.0 if a.valid_data else a.valid_fraction, 0.0 if a.test_data else a.test_fraction]
-            tr, va, te = seeded_split(len(src), fracs, a.seed)
+            indices = None
             self.data_name = src.name
-        parts = {"train": src.subset(tr), "valid": src.subset(va), "test": src.subset(te)}
-        if a.valid_data:
-            parts["valid"] = self._open(a.valid_data, "--valid-data", "validation")
-        if a.test_data:
-            parts["test"] = self._open(a.test_data, "--test-data", "test")
-        if a.max_examples:
-            parts["train"] = parts["train"].subset(range(min(a.max_examples, len(parts["train"]))))
-        if not len(parts["train"]):
-            raise DataError("no training images left after splitting; pass more --data")
+        parts = assemble_splits(
+            len(src), src.subset, indices=indices,
+            valid=self._open(a.valid_data, "--valid-data", "validation") if a.valid_data else None,
+            test=self._open(a.test_data, "--test-data", "test") if a.test_data else None,
+            valid_fraction=a.valid_fraction, test_fraction=a.test_fraction, seed=a.seed, max_examples=a.max_examples)
         if not hasattr(self, "spec"):
             self.classes = class_names(parts["train"].labels)
         what = {"train": a.data or "digits", "valid": a.valid_data or "validation data", "test": a.test_data or "test data"}
-        self.splits = {k: encode_source(p, self.classes, self.size, self.levels, what[k]) if len(p) else None
+        self.splits = {k: encode_source(p, self.classes, self.size, self.levels, what[k]) if p is not None else None
                        for k, p in parts.items()}
-        if self.splits["valid"] is None:
-            raise DataError("empty validation split; raise --valid-fraction or pass --valid-data")
 
     def fit_assets(self) -> None:
         a = self.args

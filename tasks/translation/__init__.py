@@ -22,7 +22,7 @@ from torch import Tensor, nn
 
 from core import Seq2SeqTransformer, TransformerConfig
 from core.checkpoint import atomic_write_text, save_weights
-from core.data import bucket_batches, seeded_split
+from core.data import assemble_splits, bucket_batches
 from core.errors import ConfigError, DataError
 from core.tokenizer import TextTokenizer, train_tokenizer
 
@@ -123,17 +123,10 @@ class TranslationTask(Task):
             self.data_name = f"num2words {a.source_lang}→{a.target_lang} number and date expressions"
         valid = self._files("valid_") or (read_source(a.valid_data, "--valid-data", a) if a.valid_data else None)
         test = self._files("test_") or (read_source(a.test_data, "--test-data", a) if a.test_data else None)
-        fracs = [0.0 if valid else a.valid_fraction, 0.0 if test else a.test_fraction]
-        idx = seeded_split(len(train[0]), fracs, a.seed)
-        parts = {name: ([train[0][i] for i in ids], [train[1][i] for i in ids])
-                 for name, ids in zip(("train", "valid", "test"), idx)}
-        parts["valid"] = valid or parts["valid"]
-        parts["test"] = test or parts["test"]
-        if a.max_examples:
-            parts["train"] = (parts["train"][0][: a.max_examples], parts["train"][1][: a.max_examples])
-        self.splits = {k: v if v[0] else None for k, v in parts.items()}
-        if self.splits["valid"] is None:
-            raise DataError("empty validation split; raise --valid-fraction or pass --valid-data / --valid-source-file")
+        self.splits = assemble_splits(
+            len(train[0]), lambda ids: ([train[0][i] for i in ids], [train[1][i] for i in ids]), valid=valid or None,
+            test=test or None, valid_fraction=a.valid_fraction, test_fraction=a.test_fraction, seed=a.seed,
+            max_examples=a.max_examples, size=lambda part: len(part[0]), valid_hint="--valid-data / --valid-source-file")
 
     def fit_assets(self) -> None:
         a = self.args

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
-from core.data import seeded_split
+from core.data import assemble_splits
 from core.errors import ConfigError, DataError
 from core.metrics import classification_metrics, confusion_matrix_png, top_k_accuracy
 
@@ -106,25 +106,17 @@ class VitTask(Task):
         self.channels = self.prep["channels"] if hasattr(self, "prep") else self._channels(a.data)
         if a.data is None:
             src = digits(self.channels)
-            tr, va, te = digits_split(src.labels, 0.0 if a.valid_data else a.valid_fraction, a.seed)
+            indices = digits_split(src.labels, 0.0 if a.valid_data else a.valid_fraction, a.seed)
             self.data_name = "sklearn digits (8x8; fixed 25 % stratified test split, random_state 0)"
         else:
             src = self._open(a.data, "--data", "train")
-            fracs = [0.0 if a.valid_data else a.valid_fraction, 0.0 if a.test_data else a.test_fraction]
-            tr, va, te = seeded_split(len(src), fracs, a.seed)
+            indices = None
             self.data_name = src.name
-        parts: dict[str, ImageSource | None] = {"train": src.subset(tr), "valid": src.subset(va), "test": src.subset(te)}
-        if a.valid_data:
-            parts["valid"] = self._open(a.valid_data, "--valid-data", "validation")
-        if a.test_data:
-            parts["test"] = self._open(a.test_data, "--test-data", "test")
-        if a.max_examples:
-            parts["train"] = parts["train"].subset(range(min(a.max_examples, len(parts["train"]))))
-        if not len(parts["train"]):
-            raise DataError("no training images left after splitting; pass more --data")
-        self.splits = {k: v if v is not None and len(v) else None for k, v in parts.items()}
-        if self.splits["valid"] is None:
-            raise DataError("empty validation split; raise --valid-fraction or pass --valid-data")
+        self.splits = assemble_splits(
+            len(src), src.subset, indices=indices,
+            valid=self._open(a.valid_data, "--valid-data", "validation") if a.valid_data else None,
+            test=self._open(a.test_data, "--test-data", "test") if a.test_data else None,
+            valid_fraction=a.valid_fraction, test_fraction=a.test_fraction, seed=a.seed, max_examples=a.max_examples)
 
     def fit_assets(self) -> None:
         a = self.args
