@@ -1,5 +1,4 @@
 """core.mlm: masked-token self-pretraining of an embedding + encoder."""
-import pytest
 import torch
 
 from core import Encoder, TransformerConfig
@@ -64,31 +63,3 @@ def test_collator_always_selects_a_token():
     batch = col([[7, 8], [9]])
     assert (batch["labels"] != IGNORE_INDEX).sum() == 1 and (batch["ids"] == 4).sum() == 1
 
-
-def test_sentiment_word_dropout_hides_ordinary_tokens_only_in_training():
-    from types import SimpleNamespace
-
-    from core.tokenizer import train_tokenizer
-    from tasks.sentiment import SentimentTask
-
-    task = SentimentTask(SimpleNamespace(token_dropout=0.5, label_smoothing=0.0))
-    tok = task.tokenizer = train_tokenizer(["good film", "bad film"] * 5, "word", 50, min_frequency=1)
-    seen = {}
-
-    class Recorder(torch.nn.Module):
-        def forward(self, ids):
-            seen["ids"] = ids
-            return torch.zeros(ids.shape[0], 2, requires_grad=True)
-
-    good, film = tok.encode("good film")
-    ids = torch.tensor([[tok.bos_id, good, film, tok.eos_id, tok.pad_id]] * 400)
-    batch = {"ids": ids, "labels": torch.zeros(400, dtype=torch.long)}
-    torch.manual_seed(0)
-    task.loss(Recorder().train(), batch)
-    out = seen["ids"]
-    assert torch.equal(out[:, [0, 3, 4]], ids[:, [0, 3, 4]])  # bos, eos and padding are never hidden
-    hidden = (out[:, 1:3] == tok.unk_id).float().mean().item()
-    assert hidden == pytest.approx(0.5, abs=0.05)
-    assert ((out[:, 1:3] == ids[:, 1:3]) | (out[:, 1:3] == tok.unk_id)).all()
-    task.loss(Recorder().eval(), batch)
-    assert torch.equal(seen["ids"], ids)  # evaluation sees the text as it is

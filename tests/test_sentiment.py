@@ -2,6 +2,7 @@
 import json
 
 import pytest
+import torch
 
 from conftest import shared_path
 
@@ -80,47 +81,67 @@ def test_learns_sst2(tmp_path, cli):
     assert m["accuracy"] > majority + 0.15, m
 
 
-# -- bad input: one clear line, exit status 2, no run directory -------------------------------------
+# -- bad input: one clear line (nothing else on stderr), exit status 2, no run directory (conftest.train_error)
 
-def _bad(tmp_path, cli, *args, expect):
-    out = tmp_path / "never"
-    code, _, err = cli("train", "sentiment", *QUICK, *args, "--out", out)
-    assert code == 2
-    lines = err.strip().splitlines()  # nothing but the one error line (no library log lines, no traceback)
-    assert len(lines) == 1 and lines[0].startswith("panformer: error:") and expect in lines[0], err
-    assert not out.exists()
+def test_missing_file(tmp_path, train_error):
+    assert "file not found" in train_error("sentiment", "--data", tmp_path / "nope.csv")
 
 
-def test_missing_file(tmp_path, cli):
-    _bad(tmp_path, cli, "--data", tmp_path / "nope.csv", expect="file not found")
-
-
-def test_missing_column(tmp_path, cli):
+def test_missing_column(tmp_path, train_error):
     f = tmp_path / "d.csv"
     f.write_text("review,label\ngood,1\nbad,0\n")
-    _bad(tmp_path, cli, "--data", f, "--text-column", "body", expect="no column 'body'")
+    assert "no column 'body'" in train_error("sentiment", "--data", f, "--text-column", "body")
 
 
-def test_empty_dataset(tmp_path, cli):
+def test_empty_dataset(tmp_path, train_error):
     f = tmp_path / "empty.csv"
     f.write_text("text,label\n")
-    _bad(tmp_path, cli, "--data", f, expect="no rows")
+    assert "no rows" in train_error("sentiment", "--data", f)
 
 
-def test_unknown_label(tmp_path, cli):
+def test_unknown_label(tmp_path, train_error):
     train, test = tmp_path / "train.csv", tmp_path / "test.csv"
     train.write_text("text,label\n" + "".join(f"good film {i},pos\nbad film {i},neg\n" for i in range(30)))
     test.write_text("text,label\nfine,neutral\n")
-    _bad(tmp_path, cli, "--data", train, "--test-data", test, expect="unknown label 'neutral'")
+    assert "unknown label 'neutral'" in train_error("sentiment", "--data", train, "--test-data", test)
 
 
-def test_undecodable_text(tmp_path, cli):
+def test_undecodable_text(tmp_path, train_error):
     f = tmp_path / "latin1.csv"
     f.write_bytes("text,label\ncaf\xe9 cr\xe8me,1\nbad,0\n".encode("latin-1"))
-    _bad(tmp_path, cli, "--data", f, expect="not valid UTF-8")
+    assert "not valid UTF-8" in train_error("sentiment", "--data", f)
 
 
-def test_empty_text_cell(tmp_path, cli):
+def test_empty_text_cell(tmp_path, train_error):
     f = tmp_path / "d.csv"
     f.write_text("text,label\ngood,1\n,0\n")
-    _bad(tmp_path, cli, "--data", f, expect="row 2")
+    assert "row 2" in train_error("sentiment", "--data", f)
+
+
+def test_word_dropout_hides_ordinary_tokens_only_in_training():
+    from types import SimpleNamespace
+
+    from core.tokenizer import train_tokenizer
+    from tasks.sentiment import SentimentTask
+
+    task = SentimentTask(SimpleNamespace(token_dropout=0.5, label_smoothing=0.0))
+    tok = task.tokenizer = train_tokenizer(["good film", "bad film"] * 5, "word", 50, min_frequency=1)
+    seen = {}
+
+    class Recorder(torch.nn.Module):
+        def forward(self, ids):
+            seen["ids"] = ids
+            return torch.zeros(ids.shape[0], 2, requires_grad=True)
+
+    good, film = tok.encode("good film")
+    ids = torch.tensor([[tok.bos_id, good, film, tok.eos_id, tok.pad_id]] * 400)
+    batch = {"ids": ids, "labels": torch.zeros(400, dtype=torch.long)}
+    torch.manual_seed(0)
+    task.loss(Recorder().train(), batch)
+    out = seen["ids"]
+    assert torch.equal(out[:, [0, 3, 4]], ids[:, [0, 3, 4]])  # bos, eos and padding are never hidden
+    hidden = (out[:, 1:3] == tok.unk_id).float().mean().item()
+    assert hidden == pytest.approx(0.5, abs=0.05)
+    assert ((out[:, 1:3] == ids[:, 1:3]) | (out[:, 1:3] == tok.unk_id)).all()
+    task.loss(Recorder().eval(), batch)
+    assert torch.equal(seen["ids"], ids)  # evaluation sees the text as it is

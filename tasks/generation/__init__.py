@@ -17,8 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from core import CausalTransformerLM, RecurrentLM, RNNConfig, TransformerConfig
-from core.decoding import SamplingArguments, sampling_kwargs
+from core import CausalTransformerLM, RecurrentLM, RNNConfig, SamplingArguments, TransformerConfig, sampling_kwargs
 from core.checkpoint import atomic_write_text
 from core.errors import ConfigError, DataError
 from core.tokenizer import TextTokenizer, train_tokenizer

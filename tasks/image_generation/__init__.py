@@ -22,8 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from core import TransformerConfig
-from core.decoding import SamplingArguments, sampling_kwargs
+from core import SamplingArguments, TransformerConfig, sampling_kwargs
 from core import distributed as D
 from core.checkpoint import atomic_write_text
 from core.data import assemble_splits

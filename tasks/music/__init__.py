@@ -18,8 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from core import CausalTransformerLM, TransformerConfig, generate
-from core.decoding import SamplingArguments, sampling_kwargs
+from core import CausalTransformerLM, SamplingArguments, TransformerConfig, generate, sampling_kwargs
 from core.checkpoint import atomic_write_text
 from core.data import seeded_split
 from core.errors import ConfigError, DataError
