@@ -19,6 +19,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+# (--decode, --lexicon, label): best path, free prefix beam search, beam search over the training words
+DECODINGS = (("greedy", "none", "greedy"), ("beam", "none", "beam"), ("beam", "train", "beam_lexicon"))
+
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -46,11 +49,11 @@ def main() -> None:
     result = {"benchmark": "speech_fsdd_connected", "tag": a.tag, "held_out_speaker": a.speaker,
               "train_time_s": metrics["train_time_s"], "train_steps": metrics["train_steps"],
               "num_params": metrics["num_params"], "sizes": {k: len(v) for k, v in task.splits.items()}}
-    for decode in ("greedy", "beam"):
-        task.args.decode = decode
+    for decode, lexicon, label in DECODINGS:
+        task.args.decode, task.args.lexicon = decode, lexicon
         for split, name in (("test_seen", "seen_speakers"), ("test", "held_out_speaker")):
             m = task.evaluate(model, split)
-            result[f"{name}_{decode}"] = {k: round(v, 4) for k, v in m.items()}
+            result[f"{name}_{label}"] = {k: round(v, 4) for k, v in m.items()}
     result["targets"] = {"seen_speakers_wer": 0.05, "held_out_speaker_wer": 0.15, "minutes": 20}
     if a.baseline:
         from tasks import get_task

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from core.errors import ConfigError, DataError
 from tasks.cli import load_run, main
 from tasks.speech.arguments import normalize_transcript
-from tasks.speech.ctc import (collapse_alignment, ctc_beam_decode, ctc_greedy_decode, ctc_prefix_beam_search,
+from tasks.speech.ctc import (Lexicon, collapse_alignment, ctc_beam_decode, ctc_greedy_decode, ctc_prefix_beam_search,
                               ctc_scores)
 from tasks.speech.data import connect_digits, espeak_corpus, load_source, read_fsdd
 from tasks.speech.espeak import ESPEAK_RATE, espeak_synthesize
@@ -117,6 +117,30 @@ def test_prefix_beam_scores_equal_exact_ctc_probabilities():
     assert torch.equal(scores, scores.sort(descending=True).values)  # best first
 
 
+def test_lexicon_beam_search_spells_only_listed_words():
+    vocab = ["-", " ", "e", "h", "r", "t", "o", "n"]
+    lex = Lexicon([[vocab.index(c) for c in w] for w in ("three", "one", "ten")], space=1)
+    # "thre" then a weak second "e" (0.4 against a 0.6 blank): best path drops it, the lexicon cannot
+    rows = [("t", 0.9), ("h", 0.9), ("r", 0.9), ("e", 0.9), ("-", 0.9), ("e", 0.4), (" ", 0.9), ("o", 0.9),
+            ("n", 0.9), ("e", 0.9)]
+    probs = torch.full((len(rows), len(vocab)), 1e-3)
+    for t, (c, p) in enumerate(rows):
+        probs[t, vocab.index(c)] = p
+        if p < 0.5:
+            probs[t, 0] = 1 - p
+    lp = (probs / probs.sum(-1, keepdim=True)).log()
+    spell = lambda ids: "".join(vocab[i] for i in ids)  # noqa: E731
+    assert spell(ctc_greedy_decode(lp[None])[0]) == "thre one"
+    assert spell(ctc_prefix_beam_search(lp, 8)[0][0]) == "thre one"
+    assert spell(ctc_prefix_beam_search(lp, 8, lexicon=lex)[0][0]) == "three one"
+    # on noise, every hypothesis is a sequence of listed words joined by single spaces
+    g = torch.Generator().manual_seed(0)
+    for _ in range(20):
+        noise = torch.randn(30, len(vocab), generator=g).log_softmax(-1)
+        for ids, _ in ctc_prefix_beam_search(noise, 4, lexicon=lex):
+            assert ids == [] or all(w in ("three", "one", "ten") for w in spell(ids).split(" "))
+
+
 # -- data -----------------------------------------------------------------------------------------
 def test_espeak_synthesis_is_deterministic():
     a = espeak_synthesize("seven two", "en-us+f3", rate=170, pitch=60, seed=3)
@@ -208,6 +232,16 @@ def test_quick_run_learns_and_reloads(tmp_path, capsys):
     task.args.decode = "greedy"
     assert main(["evaluate", "speech", "--run", str(out)]) == 0
     assert json.loads(capsys.readouterr().out)["cer"] == pytest.approx(metrics["cer"], abs=1e-6)
+    # --lexicon train: the run keeps the training words; every decoded word is one of them
+    words = set((out / "assets" / "lexicon.txt").read_text().split())
+    assert words == {w for t in task.texts["train"] for w in t.split()}
+    assert main(["predict", "speech", "--run", str(out), str(clip), "--decode", "beam", "--lexicon", "train"]) == 0
+    assert set(capsys.readouterr().out.split()) <= words
+    task.args.decode, task.args.lexicon = "beam", "train"
+    assert set(" ".join(task.transcribe(trained, task._encode("test"))[0]).split()) <= words
+    task.args.decode = "greedy"
+    with pytest.raises(ConfigError, match="--decode beam"):
+        task.transcribe(trained, task._encode("test"))
 
 
 def test_hybrid_ctc_attention_model_decodes(tmp_path):

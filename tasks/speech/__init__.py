@@ -22,6 +22,7 @@ from .. import register
 from ..base import ListDataset, Task
 from .arguments import MODEL_FIELDS, SpeechArguments, normalize_transcript
 from .data import Utterance, connect_digits, espeak_corpus, is_fsdd_folder, load_source, read_fsdd
+from .ctc import Lexicon
 from .decode import decode_batch, speech_metrics, write_predictions
 from .frontend import LogMelFrontend, read_audio, resample, subsampled_lengths
 from .model import SpeechRecognizer
@@ -29,6 +30,7 @@ from .model import SpeechRecognizer
 __all__ = ["SpeechTask", "SpeechArguments", "SpeechRecognizer"]
 
 Example = tuple[Tensor, list[int]]  # (features (T, n_mels) float16, label ids)
+LEXICON_FILE = "lexicon.txt"  # the training transcripts' words, one per line (for --lexicon train)
 
 
 @register
@@ -159,6 +161,7 @@ class SpeechTask(Task):
         else:
             chars = sorted(set(a.alphabet))
         self.tokenizer = train_tokenizer(["".join(chars)], "char")
+        self.train_words = sorted({w for t in self.texts["train"] for w in t.split()})
         self._check_alphabet()
         self._checked = True
         self._train = self._trainable()
@@ -174,9 +177,39 @@ class SpeechTask(Task):
 
     def save_assets(self, run_dir: Path) -> None:
         self.tokenizer.save(run_dir / "tokenizer.json")
+        (run_dir / LEXICON_FILE).write_text("".join(w + "\n" for w in self.train_words), encoding="utf-8")
 
     def load_assets(self, run_dir: Path) -> None:
         self.tokenizer = TextTokenizer.load(run_dir / "tokenizer.json")
+        path = run_dir / LEXICON_FILE
+        self.train_words = path.read_text(encoding="utf-8").split() if path.is_file() else []
+
+    def lexicon(self) -> Lexicon | None:
+        """The word list of ``--lexicon`` as label ids, or None (``--lexicon none``)."""
+        choice = self.args.lexicon
+        if choice == "none":
+            return None
+        if choice == "train":
+            words, what = getattr(self, "train_words", []), f"the run's {LEXICON_FILE}"
+            if not words and "train" in getattr(self, "texts", {}):  # a run saved before lexicon.txt existed
+                words = sorted({w for t in self.texts["train"] for w in t.split()})
+        else:
+            path = Path(choice)
+            if not path.is_file():
+                raise ConfigError(f"--lexicon: no such file {choice!r} (or use none / train)")
+            words = normalize_transcript(path.read_text(encoding="utf-8"), self.args.lowercase,
+                                         self.args.strip_punctuation).split()
+            what = str(path)
+        if not words:
+            raise ConfigError(f"--lexicon {choice}: {what} has no words")
+        vocab = set(self.tokenizer.tok.get_vocab())
+        bad = sorted({w for w in words if any(c not in vocab for c in w)})
+        if bad:
+            raise ConfigError(f"--lexicon {choice}: words outside the model's alphabet: {', '.join(bad[:5])}")
+        if " " not in vocab:
+            raise ConfigError("--lexicon needs a model whose alphabet has the space character")
+        space = self.tokenizer.tok.token_to_id(" ")
+        return Lexicon([[self.tokenizer.tok.token_to_id(c) for c in w] for w in words], space)
 
     def _encode(self, split: str) -> list[Example]:
         if split not in self.texts:
@@ -270,13 +303,14 @@ class SpeechTask(Task):
         order = sorted(range(len(examples)), key=lambda i: examples[i][0].size(0))
         hyps: list[str] = [""] * len(examples)
         total, n = 0.0, 0
+        lexicon = self.lexicon()
         for s in range(0, len(order), batch_size):
             chunk = order[s: s + batch_size]
             batch = {k: v.to(device) for k, v in self.collate([examples[i] for i in chunk]).items()}
             if any(len(examples[i][1]) for i in chunk):
                 loss, _ = self._losses(model, batch)
                 total, n = total + float(loss) * len(chunk), n + len(chunk)
-            ids = decode_batch(model, batch, self.args, self.tokenizer)
+            ids = decode_batch(model, batch, self.args, self.tokenizer, lexicon)
             for i, seq in zip(chunk, ids):
                 hyps[i] = self.tokenizer.decode(seq)
         return hyps, total / max(n, 1)

@@ -67,6 +67,9 @@ class SpeechArguments:
         "help": "greedy (CTC best path) | beam (CTC prefix beam search) | attention (decoder beam search) | "
                 "joint (N-best of both rescored by ctc_weight x CTC + (1 - ctc_weight) x attention)"})
     beam_size: int = field(default=8, metadata={"help": "beam width of beam / attention / joint decoding"})
+    lexicon: str = field(default="none", metadata={
+        "help": "--decode beam spells only words of a list: none | train (the training transcripts' words, kept "
+                "in the run as lexicon.txt) | FILE (one word per line)"})
     baseline: bool = field(default=False, metadata={"help": "also fit MFCC statistics + SVM (whole-utterance classes)"})
 
 

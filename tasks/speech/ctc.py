@@ -13,7 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["collapse_alignment", "ctc_greedy_decode", "ctc_prefix_beam_search", "ctc_beam_decode", "ctc_scores"]
+__all__ = ["Lexicon", "collapse_alignment", "ctc_greedy_decode", "ctc_prefix_beam_search", "ctc_beam_decode",
+           "ctc_scores"]
 
 _NEG_INF = float("-inf")
 
@@ -46,14 +47,55 @@ def _logaddexp(a: float, b: float) -> float:
     return m + math.log1p(math.exp(-abs(a - b)))
 
 
+class Lexicon:
+    """A closed word list for lexicon-constrained CTC decoding (as torchaudio's ``ctc_decoder(lexicon=...)``):
+    a hypothesis may only spell words of the list, separated by single ``space`` labels.
+
+    ``words``: label-id tuples of the words; ``space``: the id of the word separator.
+    """
+
+    def __init__(self, words: Sequence[Sequence[int]], space: int) -> None:
+        self.space = int(space)
+        self.words = {tuple(int(c) for c in w) for w in words if len(w)}
+        if not self.words:
+            raise ValueError("a lexicon needs at least one non-empty word")
+        if any(self.space in w for w in self.words):
+            raise ValueError("lexicon words must not contain the word separator")
+        self.prefixes = {w[:i] for w in self.words for i in range(1, len(w) + 1)}
+
+    def __len__(self) -> int:
+        return len(self.words)
+
+    @staticmethod
+    def partial_word(prefix: tuple[int, ...], space: int) -> tuple[int, ...]:
+        """The labels after the last separator of ``prefix`` (the word being spelt)."""
+        for i in range(len(prefix) - 1, -1, -1):
+            if prefix[i] == space:
+                return prefix[i + 1:]
+        return prefix
+
+    def allows(self, prefix: tuple[int, ...], c: int) -> bool:
+        """Whether ``prefix + (c,)`` can still become a sequence of lexicon words."""
+        word = self.partial_word(prefix, self.space)
+        if c == self.space:
+            return word in self.words  # no leading, double or mid-word separators
+        return word + (c,) in self.prefixes
+
+    def complete(self, prefix: tuple[int, ...]) -> bool:
+        """Whether ``prefix`` is empty or ends with a whole lexicon word (not with a separator)."""
+        return not prefix or self.partial_word(prefix, self.space) in self.words
+
+
 def ctc_prefix_beam_search(log_probs: Tensor, beam_size: int = 8, blank: int = 0, prune: float = -12.0,
-                           top_k: int | None = None) -> list[tuple[list[int], float]]:
+                           top_k: int | None = None, lexicon: Lexicon | None = None) -> list[tuple[list[int], float]]:
     """Prefix beam search over one utterance's (T, V) log-probabilities.
 
     Each prefix keeps two log-probabilities: of all alignments of it ending in a blank (``pb``) and
     ending in its last label (``pnb``); prefixes reached by different alignments are merged, which
     greedy best-path decoding cannot do. Labels with log-probability below ``prune`` at a frame (and
-    outside the frame's ``top_k`` when given) are not tried.
+    outside the frame's ``top_k`` when given) are not tried. With a ``lexicon``, a prefix is only
+    extended by labels that keep every word in it, and finished hypotheses must end on a whole word
+    (when none does, the best loses its unfinished last word).
 
     Returns up to ``beam_size`` (labels, log p(labels | x)) pairs, best first.
     """
@@ -81,21 +123,32 @@ def ctc_prefix_beam_search(log_probs: Tensor, beam_size: int = 8, blank: int = 0
                     continue
                 if c == last:
                     add(prefix, pnb=pnb + p)  # repeat without a blank in between collapses
+                if lexicon is not None and not lexicon.allows(prefix, c):
+                    continue
+                if c == last:
                     add(prefix + (c,), pnb=pb + p)  # repeat after a blank is a new label
                 else:
                     add(prefix + (c,), pnb=total + p)
         ranked = sorted(nxt.items(), key=lambda kv: _logaddexp(*kv[1]), reverse=True)[:beam_size]
         beams = {p: (v[0], v[1]) for p, v in ranked}
     out = [(list(p), _logaddexp(pb, pnb)) for p, (pb, pnb) in beams.items()]
+    if lexicon is not None:
+        whole = [h for h in out if lexicon.complete(tuple(h[0]))]
+        if not whole:  # no beam ends on a word boundary: drop the unfinished last word of the best
+            best, score = max(out, key=lambda h: h[1])
+            cut = len(best) - len(lexicon.partial_word(tuple(best), lexicon.space))
+            whole = [(best[: max(cut - 1, 0)], score)]
+        out = whole
     out.sort(key=lambda h: -h[1])
     return out
 
 
-def ctc_beam_decode(log_probs: Tensor, lengths: Tensor, beam_size: int = 8, blank: int = 0) -> list[list[int]]:
+def ctc_beam_decode(log_probs: Tensor, lengths: Tensor, beam_size: int = 8, blank: int = 0,
+                    lexicon: Lexicon | None = None) -> list[list[int]]:
     """Batched wrapper: (B, T, V) and lengths (B,) → the best prefix per utterance."""
     out = []
     for b in range(log_probs.size(0)):
-        hyps = ctc_prefix_beam_search(log_probs[b, : int(lengths[b])], beam_size, blank)
+        hyps = ctc_prefix_beam_search(log_probs[b, : int(lengths[b])], beam_size, blank, lexicon=lexicon)
         out.append(hyps[0][0] if hyps else [])
     return out
 

@@ -15,7 +15,7 @@ from core import beam_search
 from core.checkpoint import atomic_path
 from core.errors import ConfigError
 
-from .ctc import ctc_beam_decode, ctc_greedy_decode, ctc_prefix_beam_search, ctc_scores
+from .ctc import Lexicon, ctc_beam_decode, ctc_greedy_decode, ctc_prefix_beam_search, ctc_scores
 
 __all__ = ["DECODERS", "decode_batch", "speech_metrics", "write_predictions", "mfcc_svm_baseline"]
 
@@ -23,11 +23,15 @@ DECODERS = ("greedy", "beam", "attention", "joint")
 
 
 @torch.no_grad()
-def decode_batch(model: nn.Module, batch: dict[str, Tensor], args: Any, tokenizer: Any) -> list[list[int]]:
-    """Label ids per utterance of a collated batch, with ``args.decode`` / ``args.beam_size``."""
+def decode_batch(model: nn.Module, batch: dict[str, Tensor], args: Any, tokenizer: Any,
+                 lexicon: Lexicon | None = None) -> list[list[int]]:
+    """Label ids per utterance of a collated batch, with ``args.decode`` / ``args.beam_size``; a
+    ``lexicon`` constrains ``beam`` decoding to its words."""
     mode, K = args.decode, args.beam_size
     if mode not in DECODERS:
         raise ConfigError(f"--decode must be one of {', '.join(DECODERS)}, got {mode!r}")
+    if lexicon is not None and mode != "beam":
+        raise ConfigError(f"--lexicon constrains CTC prefix beam search: use it with --decode beam, not {mode}")
     if mode in ("attention", "joint") and getattr(model, "decoder", None) is None:
         raise ConfigError(f"--decode {mode} needs an attention decoder: train with --ctc-weight below 1")
     blank, bos, eos = tokenizer.pad_id, tokenizer.bos_id, tokenizer.eos_id
@@ -37,7 +41,7 @@ def decode_batch(model: nn.Module, batch: dict[str, Tensor], args: Any, tokenize
     if mode == "greedy":
         return [[c for c in s if c not in specials] for s in ctc_greedy_decode(lp, lens, blank)]
     if mode == "beam":
-        return [[c for c in s if c not in specials] for s in ctc_beam_decode(lp, lens, K, blank)]
+        return [[c for c in s if c not in specials] for s in ctc_beam_decode(lp, lens, K, blank, lexicon)]
     B = lp.size(0)
     max_new = int(lens.max()) + 2  # a character needs at least one encoder frame
     state = model.init_decode_state(batch["feats"], batch["feat_lens"])
