@@ -33,6 +33,11 @@ Example = tuple[Tensor, list[int]]  # (features (T, n_mels) float16, label ids)
 LEXICON_FILE = "lexicon.txt"  # the training transcripts' words, one per line (for --lexicon train)
 
 
+def _words(texts: list[str]) -> list[str]:
+    """The distinct words of normalised transcripts, sorted."""
+    return sorted({w for t in texts for w in t.split()})
+
+
 @register
 class SpeechTask(Task):
     name = "speech"
@@ -161,7 +166,7 @@ class SpeechTask(Task):
         else:
             chars = sorted(set(a.alphabet))
         self.tokenizer = train_tokenizer(["".join(chars)], "char")
-        self.train_words = sorted({w for t in self.texts["train"] for w in t.split()})
+        self.train_words = _words(self.texts["train"])
         self._check_alphabet()
         self._checked = True
         self._train = self._trainable()
@@ -192,7 +197,7 @@ class SpeechTask(Task):
         if choice == "train":
             words, what = getattr(self, "train_words", []), f"the run's {LEXICON_FILE}"
             if not words and "train" in getattr(self, "texts", {}):  # a run saved before lexicon.txt existed
-                words = sorted({w for t in self.texts["train"] for w in t.split()})
+                words = _words(self.texts["train"])
         else:
             path = Path(choice)
             if not path.is_file():

@@ -63,27 +63,23 @@ class Lexicon:
             raise ValueError("lexicon words must not contain the word separator")
         self.prefixes = {w[:i] for w in self.words for i in range(1, len(w) + 1)}
 
-    def __len__(self) -> int:
-        return len(self.words)
-
-    @staticmethod
-    def partial_word(prefix: tuple[int, ...], space: int) -> tuple[int, ...]:
+    def partial_word(self, prefix: Sequence[int]) -> tuple[int, ...]:
         """The labels after the last separator of ``prefix`` (the word being spelt)."""
         for i in range(len(prefix) - 1, -1, -1):
-            if prefix[i] == space:
-                return prefix[i + 1:]
-        return prefix
+            if prefix[i] == self.space:
+                return tuple(prefix[i + 1:])
+        return tuple(prefix)
 
-    def allows(self, prefix: tuple[int, ...], c: int) -> bool:
-        """Whether ``prefix + (c,)`` can still become a sequence of lexicon words."""
-        word = self.partial_word(prefix, self.space)
+    def allows(self, word: tuple[int, ...], c: int) -> bool:
+        """Whether a prefix whose unfinished last word is ``word`` (:meth:`partial_word`) may be
+        extended by label ``c`` and still become a sequence of lexicon words."""
         if c == self.space:
             return word in self.words  # no leading, double or mid-word separators
         return word + (c,) in self.prefixes
 
-    def complete(self, prefix: tuple[int, ...]) -> bool:
+    def complete(self, prefix: Sequence[int]) -> bool:
         """Whether ``prefix`` is empty or ends with a whole lexicon word (not with a separator)."""
-        return not prefix or self.partial_word(prefix, self.space) in self.words
+        return not prefix or self.partial_word(prefix) in self.words
 
 
 def ctc_prefix_beam_search(log_probs: Tensor, beam_size: int = 8, blank: int = 0, prune: float = -12.0,
@@ -118,12 +114,13 @@ def ctc_prefix_beam_search(log_probs: Tensor, beam_size: int = 8, blank: int = 0
             total = _logaddexp(pb, pnb)
             add(prefix, pb=total + p_blank)  # blank: the prefix stays, now ending in blank
             last = prefix[-1] if prefix else None
+            word = lexicon.partial_word(prefix) if lexicon is not None else ()  # once per prefix, not per label
             for c, p in cands:
                 if c == blank:
                     continue
                 if c == last:
                     add(prefix, pnb=pnb + p)  # repeat without a blank in between collapses
-                if lexicon is not None and not lexicon.allows(prefix, c):
+                if lexicon is not None and not lexicon.allows(word, c):
                     continue
                 if c == last:
                     add(prefix + (c,), pnb=pb + p)  # repeat after a blank is a new label
@@ -133,10 +130,10 @@ def ctc_prefix_beam_search(log_probs: Tensor, beam_size: int = 8, blank: int = 0
         beams = {p: (v[0], v[1]) for p, v in ranked}
     out = [(list(p), _logaddexp(pb, pnb)) for p, (pb, pnb) in beams.items()]
     if lexicon is not None:
-        whole = [h for h in out if lexicon.complete(tuple(h[0]))]
+        whole = [h for h in out if lexicon.complete(h[0])]
         if not whole:  # no beam ends on a word boundary: drop the unfinished last word of the best
             best, score = max(out, key=lambda h: h[1])
-            cut = len(best) - len(lexicon.partial_word(tuple(best), lexicon.space))
+            cut = len(best) - len(lexicon.partial_word(best))
             whole = [(best[: max(cut - 1, 0)], score)]
         out = whole
     out.sort(key=lambda h: -h[1])
