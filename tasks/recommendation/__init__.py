@@ -128,8 +128,8 @@ class RecommendationTask(Task):
             raise ConfigError(f"--arch {arch} (GRU4Rec) is causal: it trains like --model sasrec, not {a.model}")
         if a.id_type not in ("auto", "int", "token"):
             raise ConfigError(f"--id-type must be auto, int or token, got {a.id_type!r}")
-        if a.loss not in ("ce", "bce"):
-            raise ConfigError(f"--loss must be ce or bce, got {a.loss!r}")
+        if a.loss not in ("ce", "bce", "ce+bce"):
+            raise ConfigError(f"--loss must be ce, bce or ce+bce, got {a.loss!r}")
         if a.min_user_interactions < 3:
             raise ConfigError(f"--min-user-interactions must be >= 3 for a leave-one-out split, got {a.min_user_interactions}")
         if a.ce_negatives is not None and a.ce_negatives < 1:
@@ -197,7 +197,7 @@ class RecommendationTask(Task):
             inputs = self._left_pad([s[:-1] for s in examples])
             targets = self._left_pad([s[1:] for s in examples], inputs.size(1))
             batch = {"inputs": inputs, "targets": targets}
-            if a.loss == "bce":
+            if a.loss in ("bce", "ce+bce"):
                 batch["negatives"] = self._train_negatives(inputs, targets, a.num_negatives)
             return self._with_ce_negatives(batch)
         ids = self._left_pad(examples)
