@@ -119,6 +119,10 @@ class Task:
     def load_pretrained(self, model: nn.Module) -> None:
         """Optional: initialise from published weights (``--pretrained``)."""
 
+    # A task that can score several trained runs as one defines
+    #     ensemble(self, model, others: list[(task, model)], runs: list[str]) -> nn.Module
+    # (``--run A B`` of evaluate and predict; see tasks.cli.load_runs). Without it several runs are an error.
+
     # -- results ----------------------------------------------------------------------------------
     def evaluate(self, model: nn.Module, split: str = "valid", out_dir: Path | None = None) -> dict[str, float]:
         """Metrics dict on a split; with ``out_dir`` also write pictures (confusion matrix, maps...)."""

@@ -30,7 +30,7 @@ from core.trainer import Trainer, TrainingArguments
 from . import available_tasks, get_task
 from .base import DataArguments, RunArguments
 
-__all__ = ["main", "train", "load_run"]
+__all__ = ["main", "train", "load_run", "load_runs"]
 
 PROG = "panformer"
 
@@ -43,7 +43,9 @@ def _task_parser(task_cls: type, command: str, defaults: dict[str, Any]) -> argp
         add_dataclass_arguments(p, RunArguments, "run", defaults)
         add_dataclass_arguments(p, task_cls.Arguments, f"{task_cls.name} options", defaults)
     else:
-        p.add_argument("--run", required=True, help="a run directory written by `panformer train`")
+        p.add_argument("--run", required=True, nargs="+", metavar="DIR",
+                       help="a run directory written by `panformer train`; several: their ensemble, for tasks "
+                            "that can combine runs (recommendation)")
         p.add_argument("--device", default="auto", help="cpu | cuda | auto (default: auto)")
         p.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
         if command == "evaluate":
@@ -226,13 +228,30 @@ def load_run(run: str | Path, device: str = "auto", overrides: dict[str, Any] | 
     return task, model
 
 
+def load_runs(runs: Sequence[str | Path], device: str = "auto", overrides: dict[str, Any] | None = None,
+              task_name: str | None = None):
+    """:func:`load_run` for one run; for several, (first run's task, the task's ensemble of them)."""
+    runs = [str(r) for r in runs]
+    task, model = load_run(runs[0], device, overrides, task_name)
+    if len(runs) == 1:
+        return task, model
+    combine = getattr(task, "ensemble", None)
+    if combine is None:
+        raise ConfigError(f"task {task.name!r} cannot combine runs into an ensemble; pass a single --run")
+    others = [load_run(r, device, overrides, task_name) for r in runs[1:]]
+    for (other, _), run in zip(others, runs[1:]):
+        if other.name != task.name:
+            raise ConfigError(f"--run {run} is a {other.name!r} run, not {task.name!r}")
+    return task, combine(model, others, runs)
+
+
 def _evaluate(task_name: str, argv: Sequence[str]) -> None:
     task_cls = get_task(task_name)
     ns = vars(_task_parser(task_cls, "evaluate", {}).parse_args(list(argv)))
     data_over = {k: v for k, v in ns.items() if k not in ("run", "device", "threads", "split", "out")}
     if ns.get("threads"):
         torch.set_num_threads(ns["threads"])
-    task, model = load_run(ns["run"], ns["device"], data_over, task_name)
+    task, model = load_runs(ns["run"], ns["device"], data_over, task_name)
     task.load_data()
     split = ns["split"]
     if task.splits.get(split) is None:
@@ -258,7 +277,7 @@ def _predict(task_name: str, argv: Sequence[str]) -> None:
     if ns.get("threads"):
         torch.set_num_threads(ns["threads"])
     overrides = {k: v for k, v in ns.items() if k not in ("run", "device", "inputs", "input_file", "threads")}
-    task, model = load_run(ns["run"], ns["device"], overrides, task_name)
+    task, model = load_runs(ns["run"], ns["device"], overrides, task_name)
     if not inputs and not getattr(task, "predict_without_inputs", False):
         raise DataError("nothing to predict: give INPUT arguments or --input-file")
     for pred in task.predict(model, inputs):

@@ -227,6 +227,30 @@ def test_evaluate_and_predict(quick_run, cli):
     assert code == 2 and "999999" in err and "catalogue" in err
 
 
+def test_ensemble_of_runs(quick_run, tmp_path, cli):
+    from tasks.cli import load_runs
+    other = tmp_path / "seed1"
+    code, _, err = cli("train", "recommendation", *QUICK, "--seed", "1", "--max-steps", "20", "--out", other)
+    assert code == 0, err
+    task, ens = load_runs([quick_run, other], "cpu")
+    ids = task.model_inputs([task.vocab.encode(["50", "172", "181"]), task.vocab.encode(["1", "2"])])
+    members = [m.scores(ids).float().log_softmax(-1) for m in ens.members]
+    assert torch.allclose(ens.scores(ids), (members[0] + members[1]) / 2)
+    # a run with itself ranks exactly as the run alone
+    code, out, err = cli("evaluate", "recommendation", "--run", quick_run, quick_run)
+    assert code == 0, err
+    trained = json.loads((quick_run / "metrics.json").read_text())
+    assert json.loads(out)["sampled/ndcg@10"] == pytest.approx(trained["sampled/ndcg@10"])
+    code, out, err = cli("predict", "recommendation", "--run", quick_run, other, "--history", "50,172,181", "--top-k", "3")
+    assert code == 0 and len(json.loads(out)["recommendations"]) == 3, err
+    data = tmp_path / "markov.txt"  # another catalogue
+    write_txt(data, markov_sequences(50, 30, 8, seed=1))
+    code, _, err = cli("train", "recommendation", *QUICK, "--data", data, "--max-steps", "2", "--out", tmp_path / "mk")
+    assert code == 0, err
+    code, _, err = cli("evaluate", "recommendation", "--run", quick_run, tmp_path / "mk")
+    assert code == 2 and "catalogue" in err and "same data" in err, err
+
+
 def test_bert4rec_learns_markov_chain(tmp_path, cli):
     data = tmp_path / "markov.txt"
     write_txt(data, markov_sequences(400, 50, 15, seed=1))

@@ -38,6 +38,11 @@ def test_evaluate_matches_training_metrics(quick_run, cli):
     assert m["accuracy"] == pytest.approx(trained["accuracy"])
 
 
+def test_several_runs_need_a_task_that_ensembles(quick_run, cli):
+    code, _, err = cli("evaluate", "sentiment", "--run", quick_run, quick_run)
+    assert code == 2 and "cannot combine runs" in err, err
+
+
 def test_predict(quick_run, cli):
     code, out, _ = cli("predict", "sentiment", "--run", quick_run, "a wonderful, moving film", "dull and tedious")
     assert code == 0

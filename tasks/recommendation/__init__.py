@@ -26,7 +26,7 @@ from ..base import ListDataset, Task
 from .data import (Columns, ItemVocab, filter_interactions, leave_one_out, movielens_100k, read_interactions,
                    sample_negatives)
 from .metrics import KS, RankingAccumulator, rank_counts, rank_counts_sampled
-from .models import MODELS, BERT4Rec, GRU4Rec, SASRec, bert4rec_loss, sasrec_loss
+from .models import MODELS, BERT4Rec, GRU4Rec, RecommenderEnsemble, SASRec, bert4rec_loss, sasrec_loss
 
 __all__ = ["RecommendationTask", "RecommendationArguments", "SASRec", "BERT4Rec", "GRU4Rec"]
 
@@ -128,8 +128,8 @@ class RecommendationTask(Task):
             raise ConfigError(f"--arch {arch} (GRU4Rec) is causal: it trains like --model sasrec, not {a.model}")
         if a.id_type not in ("auto", "int", "token"):
             raise ConfigError(f"--id-type must be auto, int or token, got {a.id_type!r}")
-        if a.loss not in ("ce", "bce", "ce+bce"):
-            raise ConfigError(f"--loss must be ce, bce or ce+bce, got {a.loss!r}")
+        if a.loss not in ("ce", "bce"):
+            raise ConfigError(f"--loss must be ce or bce, got {a.loss!r}")
         if a.min_user_interactions < 3:
             raise ConfigError(f"--min-user-interactions must be >= 3 for a leave-one-out split, got {a.min_user_interactions}")
         if a.ce_negatives is not None and a.ce_negatives < 1:
@@ -197,7 +197,7 @@ class RecommendationTask(Task):
             inputs = self._left_pad([s[:-1] for s in examples])
             targets = self._left_pad([s[1:] for s in examples], inputs.size(1))
             batch = {"inputs": inputs, "targets": targets}
-            if a.loss in ("bce", "ce+bce"):
+            if a.loss == "bce":
                 batch["negatives"] = self._train_negatives(inputs, targets, a.num_negatives)
             return self._with_ce_negatives(batch)
         ids = self._left_pad(examples)
@@ -237,6 +237,21 @@ class RecommendationTask(Task):
         if arch != "transformer":
             return GRU4Rec(self.model_config(), self.vocab.num_items, cell=arch)
         return MODELS[self.args.model](self.model_config(), self.vocab.num_items)
+
+    def ensemble(self, model: nn.Module, others: list[tuple["RecommendationTask", nn.Module]],
+                 runs: list[str]) -> nn.Module:
+        """Several runs on the same catalogue → one :class:`RecommenderEnsemble` (``--run A B``).
+        The members must read histories alike: same ``--model`` and ``--max-len``."""
+        for (task, _), run in zip(others, runs[1:]):
+            if task.vocab.items != self.vocab.items:
+                raise ConfigError(f"--run {run}: its item catalogue ({task.vocab.num_items:,} items) differs from "
+                                  f"{runs[0]}'s ({self.vocab.num_items:,}); an ensemble needs runs on the same data")
+            for name in ("model", "max_len"):
+                mine, theirs = getattr(self.args, name), getattr(task.args, name)
+                if mine != theirs:
+                    raise ConfigError(f"--run {run}: --{name.replace('_', '-')} {theirs} differs from {runs[0]}'s "
+                                      f"{mine}; ensemble runs that read histories alike")
+        return RecommenderEnsemble([model, *(m for _, m in others)])
 
     def loss(self, model: nn.Module, batch: dict[str, Tensor]):
         if self.args.model == "sasrec":
@@ -307,7 +322,7 @@ class RecommendationTask(Task):
 
         def scorer(_, ids: Tensor) -> Tensor:
             with torch.autocast(device.type, enabled=False):  # full precision: bf16 scores would tie
-                return model.score_all(model.user_states(ids.to(device))).cpu()
+                return model.scores(ids.to(device)).cpu()
 
         try:
             return self.rank(scorer, split)
@@ -341,7 +356,7 @@ class RecommendationTask(Task):
             histories.append(self.vocab.encode(raw))
         device = next(model.parameters()).device
         with torch.no_grad():
-            scores = model.score_all(model.user_states(self.model_inputs(histories).to(device))).float().cpu()
+            scores = model.scores(self.model_inputs(histories).to(device)).float().cpu()
         if self.args.exclude_history:
             scores.scatter_(1, self._left_pad(histories, max(map(len, histories))), float("-inf"))
         top = scores.topk(min(self.args.top_k, self.vocab.num_items), dim=1)

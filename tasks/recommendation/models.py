@@ -19,7 +19,7 @@ from core.distributed import unwrap
 ITEM_INIT_STD = 0.01  # item embedding rows; the input multiplies them by sqrt(d_model)
 POSITION_INIT_STD = 0.05
 
-__all__ = ["SequentialRecommender", "SASRec", "BERT4Rec", "GRU4Rec", "sasrec_loss", "bert4rec_loss", "MODELS"]
+__all__ = ["SequentialRecommender", "RecommenderEnsemble", "SASRec", "BERT4Rec", "GRU4Rec", "sasrec_loss", "bert4rec_loss", "MODELS"]
 
 
 class SequentialRecommender(nn.Module):
@@ -71,6 +71,10 @@ class SequentialRecommender(nn.Module):
         s = (self.item_emb.weight[items] * h.unsqueeze(-2)).sum(-1)
         return s + self.bias[items] if self.bias is not None else s
 
+    def scores(self, ids: Tensor) -> Tensor:
+        """ids (B, T) model inputs → (B, N + 1) scores of every item for the next position."""
+        return self.score_all(self.user_states(ids))
+
     def score_all(self, h: Tensor) -> Tensor:
         """h (B, d) → (B, N + 1) scores, column = item id; column 0 (padding) is -inf."""
         s = F.linear(h, self.item_weights(), None if self.bias is None else self.bias[: self.num_items + 1])
@@ -121,6 +125,22 @@ class GRU4Rec(SequentialRecommender):
         return self.head(self.encoder(self.item_emb(ids), ids.eq(0), causal=True))
 
 
+class RecommenderEnsemble(nn.Module):
+    """Several trained recommenders over one catalogue scored as one: the mean of their log-softmax
+    distributions over the items (so models trained with different losses, whose raw scores live on
+    different scales, count alike). ``scores(ids)`` → (B, N + 1) with column 0 at -inf."""
+
+    def __init__(self, members: list[SequentialRecommender]) -> None:
+        super().__init__()
+        if len(members) < 2:
+            raise ValueError("an ensemble needs at least two models")
+        self.members = nn.ModuleList(members)
+
+    def scores(self, ids: Tensor) -> Tensor:
+        out = [F.log_softmax(m.scores(ids).float(), dim=-1) for m in self.members]  # each (B, N + 1)
+        return torch.stack(out).mean(0)
+
+
 MODELS: dict[str, type[SequentialRecommender]] = {"sasrec": SASRec, "bert4rec": BERT4Rec}
 
 
@@ -167,8 +187,8 @@ def sasrec_loss(model: SequentialRecommender, batch: dict[str, Tensor], loss: st
     sel = tgt.gt(0)  # (B, T) positions with a next item
     if loss == "ce":
         return _ce(model, h[sel], tgt[sel], batch, label_smoothing), {}
-    if loss not in ("bce", "ce+bce"):
-        raise ValueError(f"loss must be 'ce', 'bce' or 'ce+bce', got {loss!r}")
+    if loss != "bce":
+        raise ValueError(f"loss must be 'ce' or 'bce', got {loss!r}")
     hs = h[sel]  # (M, d)
     pos = model.score_items(hs, tgt[sel][:, None]).float()  # (M, 1)
     neg = model.score_items(hs, batch["negatives"][sel]).float()  # (M, K)
@@ -176,10 +196,7 @@ def sasrec_loss(model: SequentialRecommender, batch: dict[str, Tensor], loss: st
     loss_neg = F.binary_cross_entropy_with_logits(neg, torch.zeros_like(neg))
     with torch.no_grad():
         auc = (pos > neg).float().mean()
-    if loss == "bce":
-        return loss_pos + loss_neg, {"pair_acc": auc}
-    ce = _ce(model, hs, tgt[sel], batch, label_smoothing)
-    return ce + loss_pos + loss_neg, {"pair_acc": auc, "ce": ce.detach()}
+    return loss_pos + loss_neg, {"pair_acc": auc}
 
 
 def bert4rec_loss(model: SequentialRecommender, batch: dict[str, Tensor],
