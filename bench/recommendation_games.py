@@ -13,7 +13,7 @@ of training on the 2-core CPU), then scores the test items of every user.
 
 ``--member FLAGS`` (repeatable) trains SASRec runs side by side instead, one process each at one
 thread, for ``--minutes`` of wall-clock time, and scores their ensemble (``panformer evaluate
-recommendation --run A B ...``): two or three members share the two cores of the machine.
+recommendation --run A --run B ...``): two or three members share the two cores of the machine.
 
     python bench/recommendation_games.py --tag ens3 --member "--loss ce" \
         --member "--loss bce --num-negatives 8 --epochs 400 --early-stopping-patience 30" \

@@ -121,7 +121,7 @@ class Task:
 
     # A task that can score several trained runs as one defines
     #     ensemble(self, model, others: list[(task, model)], runs: list[str]) -> nn.Module
-    # (``--run A B`` of evaluate and predict; see tasks.cli.load_runs). Without it several runs are an error.
+    # (``--run A --run B`` of evaluate and predict; see tasks.cli.load_runs). Without it several runs are an error.
 
     # -- results ----------------------------------------------------------------------------------
     def evaluate(self, model: nn.Module, split: str = "valid", out_dir: Path | None = None) -> dict[str, float]:

@@ -43,9 +43,9 @@ def _task_parser(task_cls: type, command: str, defaults: dict[str, Any]) -> argp
         add_dataclass_arguments(p, RunArguments, "run", defaults)
         add_dataclass_arguments(p, task_cls.Arguments, f"{task_cls.name} options", defaults)
     else:
-        p.add_argument("--run", required=True, nargs="+", metavar="DIR",
-                       help="a run directory written by `panformer train`; several: their ensemble, for tasks "
-                            "that can combine runs (recommendation)")
+        p.add_argument("--run", required=True, action="append", metavar="DIR",
+                       help="a run directory written by `panformer train`; repeated (--run A --run B): their "
+                            "ensemble, for tasks that can combine runs (recommendation)")
         p.add_argument("--device", default="auto", help="cpu | cuda | auto (default: auto)")
         p.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
         if command == "evaluate":

@@ -237,17 +237,17 @@ def test_ensemble_of_runs(quick_run, tmp_path, cli):
     members = [m.scores(ids).float().log_softmax(-1) for m in ens.members]
     assert torch.allclose(ens.scores(ids), (members[0] + members[1]) / 2)
     # a run with itself ranks exactly as the run alone
-    code, out, err = cli("evaluate", "recommendation", "--run", quick_run, quick_run)
+    code, out, err = cli("evaluate", "recommendation", "--run", quick_run, "--run", quick_run)
     assert code == 0, err
     trained = json.loads((quick_run / "metrics.json").read_text())
     assert json.loads(out)["sampled/ndcg@10"] == pytest.approx(trained["sampled/ndcg@10"])
-    code, out, err = cli("predict", "recommendation", "--run", quick_run, other, "--history", "50,172,181", "--top-k", "3")
+    code, out, err = cli("predict", "recommendation", "--run", quick_run, "--run", other, "--history", "50,172,181", "--top-k", "3")
     assert code == 0 and len(json.loads(out)["recommendations"]) == 3, err
     data = tmp_path / "markov.txt"  # another catalogue
     write_txt(data, markov_sequences(50, 30, 8, seed=1))
     code, _, err = cli("train", "recommendation", *QUICK, "--data", data, "--max-steps", "2", "--out", tmp_path / "mk")
     assert code == 0, err
-    code, _, err = cli("evaluate", "recommendation", "--run", quick_run, tmp_path / "mk")
+    code, _, err = cli("evaluate", "recommendation", "--run", quick_run, "--run", tmp_path / "mk")
     assert code == 2 and "catalogue" in err and "same data" in err, err
 
 

@@ -39,7 +39,7 @@ def test_evaluate_matches_training_metrics(quick_run, cli):
 
 
 def test_several_runs_need_a_task_that_ensembles(quick_run, cli):
-    code, _, err = cli("evaluate", "sentiment", "--run", quick_run, quick_run)
+    code, _, err = cli("evaluate", "sentiment", "--run", quick_run, "--run", quick_run)
     assert code == 2 and "cannot combine runs" in err, err
 
 

@@ -240,7 +240,7 @@ class RecommendationTask(Task):
 
     def ensemble(self, model: nn.Module, others: list[tuple["RecommendationTask", nn.Module]],
                  runs: list[str]) -> nn.Module:
-        """Several runs on the same catalogue → one :class:`RecommenderEnsemble` (``--run A B``).
+        """Several runs on the same catalogue → one :class:`RecommenderEnsemble` (``--run A --run B``).
         The members must read histories alike: same ``--model`` and ``--max-len``."""
         for (task, _), run in zip(others, runs[1:]):
             if task.vocab.items != self.vocab.items:
