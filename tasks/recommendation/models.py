@@ -19,7 +19,8 @@ from core.distributed import unwrap
 ITEM_INIT_STD = 0.01  # item embedding rows; the input multiplies them by sqrt(d_model)
 POSITION_INIT_STD = 0.05
 
-__all__ = ["SequentialRecommender", "RecommenderEnsemble", "SASRec", "BERT4Rec", "GRU4Rec", "sasrec_loss", "bert4rec_loss", "MODELS"]
+__all__ = ["SequentialRecommender", "RecommenderEnsemble", "SASRec", "BERT4Rec", "GRU4Rec", "sasrec_loss",
+           "bert4rec_loss", "MODELS"]
 
 
 class SequentialRecommender(nn.Module):
