@@ -11,6 +11,7 @@ exception, the others :class:`core.errors.PeerError`. Exceptions that rank 0 wil
 """
 from __future__ import annotations
 
+import gc
 import os
 import re
 from datetime import timedelta
@@ -198,7 +199,21 @@ def is_peer_failure(e: BaseException) -> bool:
                                  or (type(e) is RuntimeError and bool(_PEER_LOST.search(str(e)))))
 
 
-def cleanup() -> None:
-    """Leave the process group (no-op when not distributed)."""
-    if is_distributed():
-        dist.destroy_process_group()
+def cleanup(wait_for_peers: bool = True) -> None:
+    """Leave the process group (no-op when not distributed).
+
+    With ``wait_for_peers`` (the command succeeded on every rank) the ranks first meet at a barrier,
+    so that no rank tears its connections down while a peer still exchanges data with it; after a
+    failure they leave at once. The group's C++ objects (gloo worker threads, the DDP reducer that
+    holds the group) are then freed here rather than during interpreter shutdown: a gloo worker that
+    drops a tensor owned by Python while the interpreter finalises aborts the process ("terminate
+    called without an active exception") after a run that had succeeded."""
+    if not is_distributed():
+        return
+    if wait_for_peers:
+        try:
+            dist.barrier()
+        except Exception:  # noqa: BLE001 - a peer died after all: leave anyway
+            pass
+    dist.destroy_process_group()
+    gc.collect()

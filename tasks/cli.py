@@ -310,6 +310,7 @@ def main(argv: Sequence[str] | None = None, recipe_defaults: dict[str, Any] | No
         print(USAGE)
         return 0 if argv else 2
     cmd, rest = argv[0], argv[1:]
+    finished = False  # every rank got through the command: they all wait for each other before leaving
     try:
         if cmd == "tasks":
             _list_tasks()
@@ -329,6 +330,7 @@ def main(argv: Sequence[str] | None = None, recipe_defaults: dict[str, Any] | No
             _evaluate(task_name, rest)
         else:
             _predict(task_name, rest)
+        finished = True
         return 0
     except PanformerError as e:
         if not getattr(e, "quiet", False):  # under torchrun, errors every rank shares are printed by rank 0
@@ -346,7 +348,7 @@ def main(argv: Sequence[str] | None = None, recipe_defaults: dict[str, Any] | No
               f"process's error", file=sys.stderr)
         return 1
     finally:
-        D.cleanup()  # leave the process group (torchrun); a no-op in one process
+        D.cleanup(wait_for_peers=finished)  # leave the process group (torchrun); a no-op in one process
 
 
 if __name__ == "__main__":
