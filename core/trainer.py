@@ -17,7 +17,8 @@ a loss that is a mean over examples, N processes take the same steps as one (doc
 
 Run directory layout::
 
-    run_dir/model.safetensors          best weights (by metric_for_best), or final ones without eval_fn
+    run_dir/model.safetensors          best weights (by metric_for_best), or final ones without eval_fn;
+                                       with ema_decay, the weight average's (core.ema)
     run_dir/checkpoint/                model.safetensors + trainer_state.pt: resumable, written atomically
     run_dir/log.csv, tensorboard/, curves.png
 """
@@ -37,6 +38,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from . import distributed as D
 from .checkpoint import load_weights, save_weights
+from .ema import WeightEMA
 from .errors import ConfigError, DataError
 from .optim import build_optimizer
 from .run_log import RunLogger
@@ -112,6 +114,7 @@ class Trainer:
         self.last_metrics: dict[str, float] = {}
         self.logger = RunLogger(self.run_dir or ".", enabled=False)
         self._params = [p for p in self.model.parameters() if p.requires_grad]
+        self.ema = WeightEMA(self.model, args.ema_decay) if args.ema_decay else None
         self._best_state: dict[str, Tensor] | None = None
         self._boundary_rng: tuple[Any, ...] | None = None
         self._phase = "idle"
@@ -192,8 +195,11 @@ class Trainer:
             finally:
                 self._bar.close()
         st.train_time_s = self._elapsed()
-        if (self.eval_fn is None or st.best_step is None) and self.is_main and self.run_dir is not None:
-            save_weights(self.model, self.run_dir / "model.safetensors", metadata={"step": st.step})
+        if self.eval_fn is None or st.best_step is None:
+            if self.ema is not None:
+                self.ema.copy_to(self.model)  # the result is the average (the checkpoint keeps both)
+            if self.is_main and self.run_dir is not None:
+                save_weights(self.model, self.run_dir / "model.safetensors", metadata={"step": st.step})
         self._restore_best()
         self.logger.plot_curves()
         self.logger.close()
@@ -262,6 +268,8 @@ class Trainer:
         if self.args.grad_clip is not None:
             self._grad_norm = torch.nn.utils.clip_grad_norm_(self._params, self.args.grad_clip)
         self.optimizer.step()
+        if self.ema is not None:
+            self.ema.update(self.model)
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         self._phase = "idle"
@@ -317,27 +325,30 @@ class Trainer:
         st, args = self.state, self.args
         assert self.eval_fn is not None
         self._phase = "eval"
-        self.model.eval()
         eval_fn = self.eval_fn
 
         def run() -> dict[str, float]:
             with torch.no_grad(), autocast(self.device, args.precision):
                 return {k: float(v) for k, v in eval_fn(self.model).items()}
-        metrics = D.run_on_main(run)  # rank 0 evaluates, every rank gets its metrics
-        self.model.train()
-        key = args.metric_for_best
-        if key not in metrics:
-            raise ConfigError(f"metric_for_best {key!r} is not among the evaluation metrics: {sorted(metrics)}")
-        value = metrics[key]
-        better = st.best_metric is None or (value > st.best_metric if args.higher_is_better else value < st.best_metric)
-        if better and math.isfinite(value):
-            st.best_metric, st.best_step, st.patience = value, st.step, 0
-            self._best_state = {k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()}
-            if self.is_main and self.run_dir is not None:
-                save_weights(self.model, self.run_dir / "model.safetensors",
-                             metadata={"step": st.step, key: value})
-        else:
-            st.patience += 1
+        # with ema_decay the averaged weights are evaluated, selected and saved; training goes on from its own
+        with self.ema.averaged(self.model) if self.ema is not None else contextlib.nullcontext():
+            self.model.eval()
+            metrics = D.run_on_main(run)  # rank 0 evaluates, every rank gets its metrics
+            self.model.train()
+            key = args.metric_for_best
+            if key not in metrics:
+                raise ConfigError(f"metric_for_best {key!r} is not among the evaluation metrics: {sorted(metrics)}")
+            value = metrics[key]
+            better = st.best_metric is None or (value > st.best_metric if args.higher_is_better
+                                                else value < st.best_metric)
+            if better and math.isfinite(value):
+                st.best_metric, st.best_step, st.patience = value, st.step, 0
+                self._best_state = {k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()}
+                if self.is_main and self.run_dir is not None:
+                    save_weights(self.model, self.run_dir / "model.safetensors",
+                                 metadata={"step": st.step, key: value})
+            else:
+                st.patience += 1
         st.last_eval_step, st.eval_pending = st.step, False
         self.last_metrics = metrics
         self.logger.log(st.step, self.epoch_float, "valid", **metrics)
@@ -381,6 +392,8 @@ class Trainer:
                  "scheduler": self.scheduler.state_dict(), "rng": rng_state(self._boundary_rng),
                  "logger": self.logger.state_dict(), "world_size": self.world, "args": self.args.to_dict(),
                  "window": window}
+        if self.ema is not None:
+            state["ema"] = self.ema.state_dict()
         write_checkpoint(self.run_dir, self.model, state, st.step)
 
     def _load_checkpoint(self) -> bool:
@@ -394,6 +407,11 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.optimizer.zero_grad(set_to_none=True)
+        if self.ema is not None:
+            if "ema" not in state:
+                raise ConfigError(f"resume: {ckpt} was written without ema_decay; resume without it, or start a new "
+                                  f"run to average the weights")
+            self.ema.load_state_dict(state["ema"])
         self.state = TrainState.from_dict(state)
         set_rng_state(state["rng"])  # rank 0's generators; the other ranks draw from their own seeds:
         if self.rank:

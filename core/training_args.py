@@ -39,6 +39,9 @@ class TrainingArguments:
     min_lr_ratio: float = field(default=0.0, metadata={"help": "final lr of the cosine schedule, as a fraction of lr"})
     label_smoothing: float = field(default=0.0, metadata={"help": "label smoothing of the task's cross-entropy"})
     grad_clip: float | None = field(default=1.0, metadata={"help": "max global gradient norm; None disables clipping"})
+    ema_decay: float = field(default=0.0, metadata={
+        "help": "keep an exponential moving average of the weights with this decay (e.g. 0.999) and evaluate, "
+                "select and save it instead of the last weights; 0 disables"})
     grad_accum: int = field(default=1, metadata={"help": "micro-batches accumulated per optimizer step"})
     precision: str = field(default="fp32", metadata={"help": "compute precision: " + " | ".join(PRECISIONS)})
     device: str = field(default="auto", metadata={"help": "auto | cpu | cuda | cuda:N | mps"})
@@ -76,6 +79,8 @@ class TrainingArguments:
             raise ConfigError(f"schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
         if self.precision not in PRECISIONS:
             raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ConfigError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
         if not 0.0 <= self.label_smoothing < 1.0:
             raise ConfigError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
 

@@ -295,9 +295,10 @@ class _InterruptAt:
             raise KeyboardInterrupt
 
 
+@pytest.mark.parametrize("ema", [0.0, 0.8], ids=["plain", "ema"])
 @pytest.mark.parametrize("where", ["after_step_5", "after_eval_step_6", "inside_step_7"])
-def test_interrupt_and_resume_is_bit_identical(tmp_path, where):
-    ref_trainer, ref = _run(tmp_path / "ref")
+def test_interrupt_and_resume_is_bit_identical(tmp_path, where, ema):
+    ref_trainer, ref = _run(tmp_path / "ref", ema_decay=ema)
     callbacks, loss_fn = None, mse_loss
     if where.startswith("after"):
         callbacks = [_InterruptAt(int(where[-1]))]
@@ -310,15 +311,60 @@ def test_interrupt_and_resume_is_bit_identical(tmp_path, where):
                 raise KeyboardInterrupt
             return mse_loss(model, batch)
     with pytest.raises(KeyboardInterrupt):
-        _run(tmp_path / "run", callbacks=callbacks, loss_fn=loss_fn)
+        _run(tmp_path / "run", callbacks=callbacks, loss_fn=loss_fn, ema_decay=ema)
     assert (tmp_path / "run" / "checkpoint" / "trainer_state.pt").is_file()
-    trainer, out = _run(tmp_path / "run", resume=True)
+    trainer, out = _run(tmp_path / "run", resume=True, ema_decay=ema)
+    if ema:  # the weight average goes on exactly too
+        assert trainer.ema.updates == ref_trainer.ema.updates == out["steps"]
+        assert_same(ref_trainer.ema.shadow, trainer.ema.shadow)
     assert_same(weights(ref_trainer.model), weights(trainer.model))  # best weights, reloaded
     assert_same(load_file(str(tmp_path / "ref/checkpoint/model.safetensors")),
                 load_file(str(tmp_path / "run/checkpoint/model.safetensors")))  # final weights
     for k in ("steps", "best_metric", "best_step", "last_metrics"):
         assert out[k] == ref[k], k
     assert read_csv(tmp_path / "ref/log.csv") == read_csv(tmp_path / "run/log.csv")
+
+
+def test_weight_ema_is_evaluated_selected_and_saved(tmp_path):
+    from core.ema import WeightEMA
+
+    # the average itself: d = min(decay, (1 + n) / (10 + n)), tied weights once, integer buffers untouched
+    lin = nn.Linear(2, 2)
+    lin.register_buffer("count", torch.tensor(3))
+    ema = WeightEMA(lin, decay=0.5)
+    w0 = lin.weight.detach().clone()
+    with torch.no_grad():
+        lin.weight.add_(1.0)
+    ema.update(lin)  # n=1: d = min(0.5, 2/11)
+    torch.testing.assert_close(ema.shadow["weight"], w0 + (1 - 2 / 11))
+    assert "count" not in ema.shadow and set(ema.shadow) == {"weight", "bias"}
+    with ema.averaged(lin):
+        torch.testing.assert_close(lin.weight, w0 + (1 - 2 / 11))
+    torch.testing.assert_close(lin.weight, w0 + 1)  # its own weights again
+
+    # the Trainer evaluates the average, keeps it as the best model and trains on from the raw weights
+    seen = []
+    inner = make_eval(make_data(32, seed=1))
+
+    def eval_fn(model):
+        seen.append(weights(model))
+        return inner(model)
+    model = make_model()
+    trainer = Trainer(model, args(ema_decay=0.9, eval_every=100, max_steps=12), make_data(), collate, mse_loss,
+                      eval_fn, run_dir=tmp_path)
+    trainer.train()  # one evaluation, at the last step
+    assert len(seen) == 1 and trainer.ema.updates == 12
+    assert_same(seen[0], {k: trainer.ema.shadow.get(k, v) for k, v in seen[0].items()})
+    assert_same(weights(trainer.model), seen[0])  # the best (averaged) weights are the result...
+    assert_same(load_file(str(tmp_path / "model.safetensors")), seen[0])  # ...and model.safetensors
+    raw = load_file(str(tmp_path / "checkpoint/model.safetensors"))  # the checkpoint holds the raw weights
+    assert not torch.equal(raw["0.weight"], seen[0]["0.weight"])
+    # without evaluation the average is the result as well
+    plain = Trainer(make_model(), args(ema_decay=0.9, max_steps=12), make_data(), collate, mse_loss)
+    plain.train()
+    assert_same(weights(plain.model), {k: plain.ema.shadow[k] for k in weights(plain.model)})
+    with pytest.raises(ConfigError, match="ema_decay"):
+        args(ema_decay=1.0)
 
 
 def test_same_seed_same_run_and_bf16_path():
