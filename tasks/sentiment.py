@@ -26,7 +26,7 @@ from . import register
 from .base import ListDataset, Task
 from .builtin_data import movie_review_snippets
 
-__all__ = ["SentimentTask", "SentimentArguments", "TextClassifier"]
+__all__ = ["SentimentTask", "SentimentArguments", "TextClassifier", "TextClassifierEnsemble"]
 
 TEXT_COLUMNS = ("text", "sentence", "content", "review", "document")
 ARCHS = ("transformer", "lstm", "gru")
@@ -84,6 +84,21 @@ class TextClassifier(nn.Module):
             h, maps = out if output_attentions else (out, None)
         logits = self.head(self.dropout(pool(h, mask, self.pooling)))
         return (logits, maps) if output_attentions else logits
+
+
+class TextClassifierEnsemble(nn.Module):
+    """Several sentiment runs as one classifier (``--run A --run B``): the mean of the members'
+    log-probabilities. Each member reads the text with its own run's tokenizer."""
+
+    def __init__(self, members: list[tuple["SentimentTask", nn.Module]]) -> None:
+        super().__init__()
+        self.tasks = [t for t, _ in members]
+        self.members = nn.ModuleList([m for _, m in members])
+
+    def log_probs(self, texts: list[str]) -> Tensor:
+        """(N, C) mean over members of log_softmax(logits)."""
+        return torch.stack([t.text_logits(m, texts).log_softmax(-1)
+                            for t, m in zip(self.tasks, self.members)]).mean(0)
 
 
 @register
@@ -263,13 +278,32 @@ class SentimentTask(Task):
             out[chunk] = model(batch["ids"].to(device)).float().cpu()
         return out
 
+    def text_logits(self, model: nn.Module, texts: list[str]) -> Tensor:
+        """(N, C) logits for raw texts (an ensemble's mean log-probabilities)."""
+        if isinstance(model, TextClassifierEnsemble):
+            return model.log_probs(texts)
+        add_bos = self.args.pooling == "cls" or bool(self.args.pretrained)
+        ids = self.tokenizer.encode_batch(texts, add_bos=add_bos, add_eos=bool(self.args.pretrained),
+                                          max_len=self.args.max_len)
+        return self._logits(model, [(x or [self.tokenizer.unk_id], 0) for x in ids])
+
+    def ensemble(self, model: nn.Module, others: list[tuple["SentimentTask", nn.Module]],
+                 runs: list[str]) -> nn.Module:
+        """Several runs with the same labels → one :class:`TextClassifierEnsemble` (``--run A --run B``)."""
+        for (task, _), run in zip(others, runs[1:]):
+            if task.labels != self.labels:
+                raise ConfigError(f"--run {run}: its labels {task.labels} differ from {runs[0]}'s {self.labels}; an "
+                                  f"ensemble needs runs trained on the same labels")
+        return TextClassifierEnsemble([(self, model), *others])
+
     def evaluate(self, model: nn.Module, split: str = "valid", out_dir: Path | None = None) -> dict[str, float]:
-        examples = self._encode(split)
+        texts, labels = self.splits[split]
+        index = {v: i for i, v in enumerate(self.labels)}
         was_training = model.training
         model.eval()
-        logits = self._logits(model, examples)
+        logits = self.text_logits(model, texts)
         model.train(was_training)
-        y = torch.tensor([label for _, label in examples])
+        y = torch.tensor([index[label] for label in labels])
         pred = logits.argmax(-1)
         metrics = classification_metrics(y.numpy(), pred.numpy(), labels=list(range(len(self.labels))))
         metrics["loss"] = float(F.cross_entropy(logits, y))
@@ -279,9 +313,10 @@ class SentimentTask(Task):
         return metrics
 
     def predict(self, model: nn.Module, inputs: list[str]) -> list[dict[str, Any]]:
-        add_bos = self.args.pooling == "cls" or bool(self.args.pretrained)
-        ids = self.tokenizer.encode_batch(inputs, add_bos=add_bos, add_eos=bool(self.args.pretrained), max_len=self.args.max_len)
-        probs = self._logits(model, [(x or [self.tokenizer.unk_id], 0) for x in ids]).softmax(-1)
+        was_training = model.training
+        model.eval()
+        probs = self.text_logits(model, inputs).softmax(-1)
+        model.train(was_training)
         return [{"text": t, "label": self.labels[int(p.argmax())], "probability": round(float(p.max()), 4)}
                 for t, p in zip(inputs, probs)]
 

@@ -109,3 +109,8 @@ def test_bad_inputs_give_one_line_errors(tmp_path, train_error):
     (tmp_path / "short.txt").write_text("tiny text " * 5)
     assert "--block-size" in train_error("generation", "--data", str(tmp_path / "short.txt"), "--valid-fraction", "0.5")
     assert "--tokenizer" in train_error("generation", "--tokenizer", "wordpiece")
+
+
+def test_several_runs_need_a_task_that_ensembles(char_run, cli):
+    code, _, err = cli("evaluate", "generation", "--run", char_run, "--run", char_run)
+    assert code == 2 and "cannot combine runs" in err, err

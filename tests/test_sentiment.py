@@ -38,9 +38,32 @@ def test_evaluate_matches_training_metrics(quick_run, cli):
     assert m["accuracy"] == pytest.approx(trained["accuracy"])
 
 
-def test_several_runs_need_a_task_that_ensembles(quick_run, cli):
-    code, _, err = cli("evaluate", "sentiment", "--run", quick_run, "--run", quick_run)
-    assert code == 2 and "cannot combine runs" in err, err
+def test_ensemble_of_runs(quick_run, tmp_path, cli):
+    import shutil
+
+    from tasks.cli import load_runs
+    other = tmp_path / "seed1"  # its own tokenizer, fitted in another process order: members encode for themselves
+    code, _, err = cli("train", "sentiment", *QUICK, "--seed", "1", "--max-steps", "40", "--out", other)
+    assert code == 0, err
+    task, ens = load_runs([quick_run, other], "cpu")
+    texts = ["a wonderful, moving film", "dull and tedious", "the plot"]
+    members = [t.text_logits(m, texts).log_softmax(-1) for t, m in zip(ens.tasks, ens.members)]
+    assert not torch.allclose(members[0], members[1])
+    torch.testing.assert_close(task.text_logits(ens, texts), (members[0] + members[1]) / 2)
+    # a run with itself scores exactly as the run alone
+    code, out, err = cli("evaluate", "sentiment", "--run", quick_run, "--run", quick_run)
+    assert code == 0, err
+    trained = json.loads((quick_run / "metrics.json").read_text())
+    for key in ("accuracy", "loss"):
+        assert json.loads(out)[key] == pytest.approx(trained[key], rel=1e-5), key
+    code, out, err = cli("predict", "sentiment", "--run", quick_run, "--run", other, *texts[:2])
+    assert code == 0 and len(out.strip().splitlines()) == 2, err
+    relabelled = tmp_path / "relabelled"  # the same run with its label order swapped cannot join
+    shutil.copytree(quick_run, relabelled)
+    labels = json.loads((relabelled / "assets/labels.json").read_text())
+    (relabelled / "assets/labels.json").write_text(json.dumps(labels[::-1]))
+    code, _, err = cli("evaluate", "sentiment", "--run", quick_run, "--run", relabelled)
+    assert code == 2 and "labels" in err and "same labels" in err, err
 
 
 def test_predict(quick_run, cli):
