@@ -205,9 +205,9 @@ def cleanup(wait_for_peers: bool = True) -> None:
     With ``wait_for_peers`` (the command succeeded on every rank) the ranks first meet at a barrier,
     so that no rank tears its connections down while a peer still exchanges data with it; after a
     failure they leave at once. The group's C++ objects (gloo worker threads, the DDP reducer that
-    holds the group) are then freed here rather than during interpreter shutdown: a gloo worker that
-    drops a tensor owned by Python while the interpreter finalises aborts the process ("terminate
-    called without an active exception") after a run that had succeeded."""
+    holds the group) are then freed here, while the interpreter is fully alive, not during its
+    shutdown, when a gloo worker that releases a tensor Python still owns can abort the process
+    ("terminate called without an active exception", seen rarely after runs that had succeeded)."""
     if not is_distributed():
         return
     if wait_for_peers:
