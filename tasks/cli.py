@@ -45,7 +45,7 @@ def _task_parser(task_cls: type, command: str, defaults: dict[str, Any]) -> argp
     else:
         p.add_argument("--run", required=True, action="append", metavar="DIR",
                        help="a run directory written by `panformer train`; repeated (--run A --run B): their "
-                            "ensemble, for tasks that can combine runs (recommendation)")
+                            "ensemble, for tasks that can combine runs (recommendation, sentiment)")
         p.add_argument("--device", default="auto", help="cpu | cuda | auto (default: auto)")
         p.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
         if command == "evaluate":

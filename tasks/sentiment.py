@@ -173,12 +173,19 @@ class SentimentTask(Task):
         self.tokenizer = TextTokenizer.load(run_dir / "tokenizer.json")
         self.labels = json.loads((run_dir / "labels.json").read_text())
 
-    def _encode(self, split: str) -> list[tuple[list[int], int]]:
-        texts, labels = self.splits[split]
-        index = {v: i for i, v in enumerate(self.labels)}
+    def _encode_texts(self, texts: list[str]) -> list[list[int]]:
+        """Token ids as the model reads them (an empty text becomes ``<unk>``)."""
         add_bos = self.args.pooling == "cls" or bool(self.args.pretrained)
         ids = self.tokenizer.encode_batch(texts, add_bos=add_bos, add_eos=bool(self.args.pretrained), max_len=self.args.max_len)
-        return [(x if x else [self.tokenizer.unk_id], index[y]) for x, y in zip(ids, labels)]
+        return [x if x else [self.tokenizer.unk_id] for x in ids]
+
+    def _label_ids(self, labels: list[Any]) -> list[int]:
+        index = {v: i for i, v in enumerate(self.labels)}
+        return [index[y] for y in labels]
+
+    def _encode(self, split: str) -> list[tuple[list[int], int]]:
+        texts, labels = self.splits[split]
+        return list(zip(self._encode_texts(texts), self._label_ids(labels)))
 
     def train_dataset(self) -> ListDataset:
         self._train = self._encode("train")
@@ -279,13 +286,15 @@ class SentimentTask(Task):
         return out
 
     def text_logits(self, model: nn.Module, texts: list[str]) -> Tensor:
-        """(N, C) logits for raw texts (an ensemble's mean log-probabilities)."""
-        if isinstance(model, TextClassifierEnsemble):
-            return model.log_probs(texts)
-        add_bos = self.args.pooling == "cls" or bool(self.args.pretrained)
-        ids = self.tokenizer.encode_batch(texts, add_bos=add_bos, add_eos=bool(self.args.pretrained),
-                                          max_len=self.args.max_len)
-        return self._logits(model, [(x or [self.tokenizer.unk_id], 0) for x in ids])
+        """(N, C) logits for raw texts (an ensemble's mean log-probabilities), in eval mode."""
+        was_training = model.training
+        model.eval()
+        try:
+            if isinstance(model, TextClassifierEnsemble):
+                return model.log_probs(texts)
+            return self._logits(model, [(x, 0) for x in self._encode_texts(texts)])
+        finally:
+            model.train(was_training)
 
     def ensemble(self, model: nn.Module, others: list[tuple["SentimentTask", nn.Module]],
                  runs: list[str]) -> nn.Module:
@@ -298,12 +307,8 @@ class SentimentTask(Task):
 
     def evaluate(self, model: nn.Module, split: str = "valid", out_dir: Path | None = None) -> dict[str, float]:
         texts, labels = self.splits[split]
-        index = {v: i for i, v in enumerate(self.labels)}
-        was_training = model.training
-        model.eval()
         logits = self.text_logits(model, texts)
-        model.train(was_training)
-        y = torch.tensor([index[label] for label in labels])
+        y = torch.tensor(self._label_ids(labels))
         pred = logits.argmax(-1)
         metrics = classification_metrics(y.numpy(), pred.numpy(), labels=list(range(len(self.labels))))
         metrics["loss"] = float(F.cross_entropy(logits, y))
@@ -313,10 +318,7 @@ class SentimentTask(Task):
         return metrics
 
     def predict(self, model: nn.Module, inputs: list[str]) -> list[dict[str, Any]]:
-        was_training = model.training
-        model.eval()
         probs = self.text_logits(model, inputs).softmax(-1)
-        model.train(was_training)
         return [{"text": t, "label": self.labels[int(p.argmax())], "probability": round(float(p.max()), 4)}
                 for t, p in zip(inputs, probs)]
 
