@@ -6,6 +6,7 @@ process. Our encoder drops out sublayer outputs and embedding sums (the paper); 
 drops attention probabilities, which takes SDPA off its fused CPU kernel.
 
     python bench/core_speed.py [--batch 32] [--length 128] [--repeats 20]
+    python bench/core_speed.py --compile     # panformer's encoder under torch.compile (inductor), same steps
 """
 from __future__ import annotations
 
@@ -70,7 +71,9 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--length", type=int, default=128)
     p.add_argument("--repeats", type=int, default=20)
-    p.add_argument("--out", default="bench/out/core_speed.json")
+    p.add_argument("--compile", action="store_true", help="torch.compile panformer's encoder (the first, compiling"
+                   " step is excluded from the timings)")
+    p.add_argument("--out", default=None, help="default: bench/out/core_speed[_compile].json")
     a = p.parse_args()
     torch.manual_seed(0)
     x = torch.randn(a.batch, a.length, 256)
@@ -82,6 +85,8 @@ def main() -> None:
         for precision in ("fp32", "bf16"):
             for kind in ("panformer", "torch"):
                 m = build(kind)
+                if a.compile and kind == "panformer":
+                    m = torch.compile(m)
                 res[f"train_ms/{kind}/{precision}"] = round(time_it(train_step_fn(m, x, mask, precision), a.repeats), 1)
                 res[f"infer_ms/{kind}/{precision}"] = round(time_it(infer_fn(m, x, mask, precision), a.repeats), 1)
                 print(kind, precision, res[f"train_ms/{kind}/{precision}"], res[f"infer_ms/{kind}/{precision}"], flush=True)
@@ -90,8 +95,9 @@ def main() -> None:
     res["speedup_infer_fp32"] = round(r["infer_ms/torch/fp32"] / r["infer_ms/panformer/fp32"], 2)
     res["bf16_speedup_train/panformer"] = round(r["train_ms/panformer/fp32"] / r["train_ms/panformer/bf16"], 2)
     res["bf16_speedup_train/torch"] = round(r["train_ms/torch/fp32"] / r["train_ms/torch/bf16"], 2)
-    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(a.out).write_text(json.dumps(res, indent=2))
+    out = Path(a.out or f"bench/out/core_speed{'_compile' if a.compile else ''}.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(res, indent=2))
     print(json.dumps(res, indent=2))
 
 

@@ -42,8 +42,9 @@ def test_ensemble_of_runs(quick_run, tmp_path, cli):
     import shutil
 
     from tasks.cli import load_runs
-    other = tmp_path / "seed1"  # its own tokenizer, fitted in another process order: members encode for themselves
-    code, _, err = cli("train", "sentiment", *QUICK, "--seed", "1", "--max-steps", "40", "--out", other)
+    other = tmp_path / "bpe"  # another kind of tokenizer: each member encodes the text for itself
+    code, _, err = cli("train", "sentiment", *QUICK, "--tokenizer", "bpe", "--seed", "1", "--max-steps", "40",
+                       "--out", other)
     assert code == 0, err
     task, ens = load_runs([quick_run, other], "cpu")
     texts = ["a wonderful, moving film", "dull and tedious", "the plot"]
