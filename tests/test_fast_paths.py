@@ -13,7 +13,18 @@ def test_dropout_keeps_the_distribution_and_scaling():
     y = d(x)
     zeros = (y == 0).float().mean().item()
     assert zeros == pytest.approx(0.3, abs=0.005)
-    assert torch.allclose(y[y != 0], torch.tensor(1 / 0.7))  # inverted dropout: E[y] = x
+    p_used = round(0.3 * 2**16) / 2**16  # p on a 2^-16 grid; the scale inverts exactly that keep rate
+    assert abs(p_used - 0.3) < 2**-17
+    assert torch.equal(y[y != 0], torch.full_like(y[y != 0], 1 / (1 - p_used)))  # inverted dropout: E[y] = x
+    lanes = (y == 0).float().reshape(-1, 4).mean(0)  # four masks come from each 64-bit draw: all fair
+    assert torch.allclose(lanes, torch.full((4,), 0.3), atol=0.01), lanes
+    for shape in [(7,), (3, 5, 7)]:  # sizes that are not a multiple of four
+        z = Dropout(0.5)(torch.ones(shape))
+        assert z.shape == shape and set(z.unique().tolist()) <= {0.0, 2.0}
+    torch.manual_seed(1)
+    a = Dropout(0.3)(torch.ones(1000))
+    torch.manual_seed(1)
+    assert torch.equal(a, Dropout(0.3)(torch.ones(1000)))  # the seed decides the mask
     y.sum().backward()
     assert torch.equal(x.grad, y.detach())  # d y / d x = keep / (1 - p)
     d.eval()
