@@ -7,6 +7,7 @@ drops attention probabilities, which takes SDPA off its fused CPU kernel.
 
     python bench/core_speed.py [--batch 32] [--length 128] [--repeats 20]
     python bench/core_speed.py --compile     # panformer's encoder under torch.compile (inductor), same steps
+    python bench/core_speed.py --device cuda # on a GPU (the issue's targets are for the CPU)
 """
 from __future__ import annotations
 
@@ -30,13 +31,20 @@ def build(kind: str, d=256, h=4, ff=1024, n=4, dropout=0.1) -> nn.Module:
     return nn.TransformerEncoder(layer, n, enable_nested_tensor=False)
 
 
+def _sync() -> None:
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.synchronize()
+
+
 def time_it(fn, repeats: int, warmup: int = 3) -> float:
     for _ in range(warmup):
         fn()
     ts = []
     for _ in range(repeats):
+        _sync()
         t = time.perf_counter()
         fn()
+        _sync()
         ts.append(time.perf_counter() - t)
     ts.sort()
     return ts[len(ts) // 2] * 1000  # median ms
@@ -47,7 +55,7 @@ def train_step_fn(model, x, mask, precision):
     model.train()
 
     def step():
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
             out = model(x, src_key_padding_mask=mask) if isinstance(model, nn.TransformerEncoder) else model(x, mask)
             loss = out.float().pow(2).mean()
         loss.backward()
@@ -61,7 +69,7 @@ def infer_fn(model, x, mask, precision):
 
     @torch.no_grad()
     def run():
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
             model(x, src_key_padding_mask=mask) if isinstance(model, nn.TransformerEncoder) else model(x, mask)
     return run
 
@@ -73,18 +81,20 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=20)
     p.add_argument("--compile", action="store_true", help="torch.compile panformer's encoder (the first, compiling"
                    " step is excluded from the timings)")
+    p.add_argument("--device", default="cpu", help="cpu | cuda")
     p.add_argument("--out", default=None, help="default: bench/out/core_speed[_compile].json")
     a = p.parse_args()
     torch.manual_seed(0)
-    x = torch.randn(a.batch, a.length, 256)
+    x = torch.randn(a.batch, a.length, 256, device=a.device)
     lengths = torch.randint(a.length // 2, a.length + 1, (a.batch,))
     lengths[0] = a.length
-    mask = core.lengths_to_padding_mask(lengths, a.length)
-    res: dict = {"config": vars(a), "threads": torch.get_num_threads(), "torch": torch.__version__}
+    mask = core.lengths_to_padding_mask(lengths, a.length).to(a.device)
+    res: dict = {"config": vars(a), "threads": torch.get_num_threads(), "torch": torch.__version__,
+                 "device": torch.cuda.get_device_name() if a.device == "cuda" else "cpu"}
     with limit_blas_threads():
         for precision in ("fp32", "bf16"):
             for kind in ("panformer", "torch"):
-                m = build(kind)
+                m = build(kind).to(a.device)
                 if a.compile and kind == "panformer":
                     m = torch.compile(m)
                 res[f"train_ms/{kind}/{precision}"] = round(time_it(train_step_fn(m, x, mask, precision), a.repeats), 1)
@@ -95,7 +105,8 @@ def main() -> None:
     res["speedup_infer_fp32"] = round(r["infer_ms/torch/fp32"] / r["infer_ms/panformer/fp32"], 2)
     res["bf16_speedup_train/panformer"] = round(r["train_ms/panformer/fp32"] / r["train_ms/panformer/bf16"], 2)
     res["bf16_speedup_train/torch"] = round(r["train_ms/torch/fp32"] / r["train_ms/torch/bf16"], 2)
-    out = Path(a.out or f"bench/out/core_speed{'_compile' if a.compile else ''}.json")
+    suffix = ("_compile" if a.compile else "") + ("" if a.device == "cpu" else f"_{a.device}")
+    out = Path(a.out or f"bench/out/core_speed{suffix}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(res, indent=2))
     print(json.dumps(res, indent=2))

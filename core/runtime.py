@@ -29,13 +29,17 @@ def seed_everything(seed: int) -> None:
 def resolve_device(name: str | torch.device = "auto") -> torch.device:
     """``"auto"`` (CUDA if available, else CPU), ``"cpu"``, ``"cuda"``, ``"cuda:1"`` or ``"mps"``.
 
-    Under ``torchrun`` with CUDA, ``"auto"``/``"cuda"`` mean this process's ``LOCAL_RANK`` GPU.
+    Under ``torchrun`` with CUDA, ``"auto"``/``"cuda"`` mean this process's ``LOCAL_RANK`` GPU. With
+    more processes per node (``LOCAL_WORLD_SIZE``) than GPUs, ``"auto"`` means the CPU on every rank
+    (NCCL cannot put two ranks on one GPU, and all ranks must agree on the backend); ``"cuda"`` is an
+    error then.
     """
     if isinstance(name, torch.device):
         return name
     name = name.strip().lower()
     if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
+        per_node = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+        name = "cuda" if torch.cuda.is_available() and per_node <= torch.cuda.device_count() else "cpu"
     try:
         device = torch.device(name)
     except RuntimeError as e:

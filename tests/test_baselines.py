@@ -107,7 +107,9 @@ def _train_reload(tmp_path, task_name: str, argv: list[str], key: str, better=ma
     task.load_data()
     (tmp_path / "eval").mkdir()
     again = task.evaluate(model, metrics["split"], out_dir=tmp_path / "eval")  # as train's final evaluation
-    assert again[key] == pytest.approx(metrics[key], abs=1e-6)
+    # exact on the CPU; a run trained on a GPU was scored there, with other kernels (4e-7 relative seen on an H100)
+    tol = dict(abs=1e-6) if not torch.cuda.is_available() else dict(rel=1e-5)
+    assert again[key] == pytest.approx(metrics[key], **tol)
     torch.manual_seed(0)
     untrained = task.evaluate(task.build_model().eval(), metrics["split"])[key]
     assert better(metrics[key], untrained) == metrics[key] != untrained, (metrics[key], untrained)

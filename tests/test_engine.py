@@ -212,6 +212,20 @@ def test_rng_state_round_trips_through_weights_only(tmp_path):
     assert (random.random(), np.random.randn(3).tolist(), torch.rand(3).tolist()) == first
 
 
+def test_auto_device_under_torchrun_with_more_processes_than_gpus(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setenv("LOCAL_RANK", "0")
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "1")
+    assert resolve_device("auto") == torch.device("cuda", 0)
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")  # two ranks, one GPU: every rank trains on the CPU (gloo)
+    for local_rank in ("0", "1"):
+        monkeypatch.setenv("LOCAL_RANK", local_rank)
+        assert resolve_device("auto") == torch.device("cpu")
+    with pytest.raises(ConfigError, match="only 1 GPU"):
+        resolve_device("cuda")  # asked for explicitly: rank 1 has no GPU of its own
+
+
 def test_devices_precision_and_blas_limit():
     assert resolve_device("cpu") == torch.device("cpu")
     assert resolve_device("auto").type in ("cpu", "cuda")
