@@ -42,15 +42,18 @@ def _train_side_by_side(commands: list[list[str]], logs: list[Path], parallel: i
     while waiting or running:
         while waiting and len(running) < parallel:
             cmd, log = waiting.pop(0)
-            running.append((subprocess.Popen([sys.executable, "-m", "tasks.cli", "train", "sentiment", *cmd],
-                                              stdout=log.open("w"), stderr=subprocess.STDOUT, cwd=ROOT), log))
+            out = log.open("w")
+            proc = subprocess.Popen([sys.executable, "-m", "tasks.cli", "train", "sentiment", *cmd],
+                                    stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
+            running.append((proc, out, log))
         time.sleep(1)
-        for proc, log in list(running):
+        for proc, out, log in list(running):
             if proc.poll() is None:
                 continue
-            running.remove((proc, log))
+            out.close()
+            running.remove((proc, out, log))
             if proc.returncode != 0:
-                for other, _ in running:
+                for other, *_ in running:
                     other.kill()
                 raise SystemExit(f"a member failed (exit {proc.returncode}); see {log}")
 
@@ -81,6 +84,7 @@ def main() -> None:
             "--vocab-size", "16000", "--ema-decay", "0.999", "--eval-every", "350",
             "--metric-for-best", "accuracy", "--progress", "false", "--overwrite"]
     variants = a.variant or VARIANTS
+    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
     if a.members == 1:
         runs = [a.out]
