@@ -8,6 +8,11 @@ drops attention probabilities, which takes SDPA off its fused CPU kernel.
     python bench/core_speed.py [--batch 32] [--length 128] [--repeats 20]
     python bench/core_speed.py --compile     # panformer's encoder under torch.compile (inductor), same steps
     python bench/core_speed.py --device cuda # on a GPU (the issue's targets are for the CPU)
+    python bench/core_speed.py --default-malloc  # without the Trainer's allocator setting (A/B)
+
+Both models train with the Trainer's optimizer (``core.optim.build_optimizer``: AdamW, fused kernel) in a
+process with the Trainer's allocator setting (``core.runtime.retain_freed_memory``), as ``panformer
+train`` runs them.
 """
 from __future__ import annotations
 
@@ -20,7 +25,8 @@ import torch
 from torch import nn
 
 import core
-from core.runtime import limit_blas_threads
+from core.optim import build_optimizer
+from core.runtime import limit_blas_threads, retain_freed_memory
 
 
 def build(kind: str, d=256, h=4, ff=1024, n=4, dropout=0.1) -> nn.Module:
@@ -51,7 +57,7 @@ def time_it(fn, repeats: int, warmup: int = 3) -> float:
 
 
 def train_step_fn(model, x, mask, precision):
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    opt = build_optimizer(model, lr=1e-4)
     model.train()
 
     def step():
@@ -82,15 +88,17 @@ def main() -> None:
     p.add_argument("--compile", action="store_true", help="torch.compile panformer's encoder (the first, compiling"
                    " step is excluded from the timings)")
     p.add_argument("--device", default="cpu", help="cpu | cuda")
+    p.add_argument("--default-malloc", action="store_true", help="leave glibc's allocator at its defaults")
     p.add_argument("--out", default=None, help="default: bench/out/core_speed[_compile].json")
     a = p.parse_args()
+    malloc_tuned = False if a.default_malloc else retain_freed_memory()
     torch.manual_seed(0)
     x = torch.randn(a.batch, a.length, 256, device=a.device)
     lengths = torch.randint(a.length // 2, a.length + 1, (a.batch,))
     lengths[0] = a.length
     mask = core.lengths_to_padding_mask(lengths, a.length).to(a.device)
     res: dict = {"config": vars(a), "threads": torch.get_num_threads(), "torch": torch.__version__,
-                 "device": torch.cuda.get_device_name() if a.device == "cuda" else "cpu"}
+                 "device": torch.cuda.get_device_name() if a.device == "cuda" else "cpu", "malloc_tuned": malloc_tuned}
     with limit_blas_threads():
         for precision in ("fp32", "bf16"):
             for kind in ("panformer", "torch"):
@@ -105,7 +113,8 @@ def main() -> None:
     res["speedup_infer_fp32"] = round(r["infer_ms/torch/fp32"] / r["infer_ms/panformer/fp32"], 2)
     res["bf16_speedup_train/panformer"] = round(r["train_ms/panformer/fp32"] / r["train_ms/panformer/bf16"], 2)
     res["bf16_speedup_train/torch"] = round(r["train_ms/torch/fp32"] / r["train_ms/torch/bf16"], 2)
-    suffix = ("_compile" if a.compile else "") + ("" if a.device == "cpu" else f"_{a.device}")
+    suffix = ("_compile" if a.compile else "") + ("" if a.device == "cpu" else f"_{a.device}") + (
+        "_default_malloc" if a.default_malloc else "")
     out = Path(a.out or f"bench/out/core_speed{suffix}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(res, indent=2))

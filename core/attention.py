@@ -35,9 +35,9 @@ def _use_math(q: Tensor, need_weights: bool) -> bool:
         return True
     if _IMPL == "sdpa":
         return False
-    # Measured on a 2-core AMX CPU (bench/core_speed.py, BENCHMARKS.md): under bf16 the fused CPU kernel
-    # is slower than explicit matmuls (backward ~1.5x, some inference shapes much more); in fp32 the
-    # fused kernel is as fast or faster.
+    # Measured on this project's 2-core CPU (bench/core_speed.py, BENCHMARKS.md): under bf16 the fused
+    # CPU kernel is slower than explicit matmuls (backward ~1.5x, some inference shapes much more); in
+    # fp32 the fused kernel is as fast or faster.
     if q.device.type == "cpu":
         return q.dtype == torch.bfloat16 or (torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16)
     return False

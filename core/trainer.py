@@ -42,7 +42,7 @@ from .ema import WeightEMA
 from .errors import ConfigError, DataError
 from .optim import build_optimizer
 from .run_log import RunLogger
-from .runtime import (autocast, capture_rng, limit_blas_threads, resolve_device, rng_state,
+from .runtime import (autocast, capture_rng, limit_blas_threads, resolve_device, retain_freed_memory, rng_state,
                       seed_everything, set_rng_state)
 from .schedules import build_scheduler
 from .trainer_state import TrainState, find_checkpoint, read_checkpoint, write_checkpoint
@@ -180,6 +180,8 @@ class Trainer:
                          disable=not (args.progress and self.is_main), file=sys.stderr, mininterval=0.5)
         for cb in self.callbacks:
             getattr(cb, "on_train_begin", lambda t: None)(self)
+        if self.device.type == "cpu":
+            retain_freed_memory()  # no page faults on every step's activations
         with limit_blas_threads():
             try:
                 if st.eval_pending:  # interrupted during an evaluation: redo it

@@ -7,6 +7,8 @@ import os
 import pickle
 import random
 import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -144,6 +146,24 @@ def test_param_groups_decay_split_and_tied_once():
         build_optimizer(model, lr=0.0)
 
 
+def test_optimizer_steps_match_reference_adamw():
+    """build_optimizer may pick PyTorch's fused kernel: its updates must be the reference AdamW's."""
+    torch.manual_seed(0)
+    ours, ref = TinyLM(), TinyLM()
+    ref.load_state_dict(ours.state_dict())
+    opt = build_optimizer(ours, lr=1e-2, weight_decay=0.1)
+    ref_opt = torch.optim.AdamW(param_groups(ref, 0.1), lr=1e-2, betas=(0.9, 0.98), eps=1e-9, foreach=False)
+    ids = torch.randint(0, 10, (4, 5))
+    for _ in range(5):
+        for model, o in ((ours, opt), (ref, ref_opt)):
+            o.zero_grad()
+            model(ids).square().mean().backward()
+            o.step()
+    for (name, a), b in zip(ours.state_dict().items(), ref.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=name)
+    assert not torch.equal(ours.proj.weight, TinyLM().proj.weight)
+
+
 # --- checkpoints ----------------------------------------------------------------------------------
 
 def test_safetensors_round_trip_restores_tied_weights(tmp_path):
@@ -240,6 +260,37 @@ def test_devices_precision_and_blas_limit():
         assert (torch.ones(2, 2) @ torch.ones(2, 2)).dtype == torch.bfloat16
     with limit_blas_threads():
         assert float(np.ones((4, 4)).dot(np.ones(4)).sum()) == 16.0
+
+
+_PAGE_FAULTS_PER_STEP = """
+import resource, torch, core
+from core.runtime import retain_freed_memory
+retain_freed_memory()
+torch.manual_seed(0)
+enc = core.Encoder(core.TransformerConfig(d_model=128, n_heads=4, n_layers=2, d_ff=512, positional="none"))
+opt = torch.optim.AdamW(enc.parameters())
+x = torch.randn(16, 128, 128)
+def step():
+    enc(x).square().mean().backward(); opt.step(); opt.zero_grad()
+for _ in range(3): step()
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+for _ in range(5): step()
+print((resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / 5)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's allocator only")
+def test_retain_freed_memory_stops_page_faults():
+    """Training steps re-fault their activations in with glibc's defaults, hardly at all once tuned."""
+    def faults(tuning: str) -> float:
+        env = {**os.environ, "PANFORMER_MALLOC_TUNING": tuning}
+        out = subprocess.run([sys.executable, "-c", _PAGE_FAULTS_PER_STEP], env=env, capture_output=True,
+                             text=True, check=True, cwd=Path(__file__).resolve().parents[1])
+        return float(out.stdout.split()[-1])
+
+    default, tuned = faults("0"), faults("1")
+    assert default > 1000  # 4,400 per step here: 4 KiB pages of the freshly mapped activations
+    assert tuned < default / 5  # 200 here
 
 
 # --- run log --------------------------------------------------------------------------------------
