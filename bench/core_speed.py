@@ -70,6 +70,30 @@ def train_step_fn(model, x, mask, precision):
     return step
 
 
+def interleaved_bf16_speedup(kind: str, x, mask, repeats: int, warmup: int = 3) -> dict:
+    """fp32 and bf16 training steps of two identical models taken in turns, so that the machine's drift
+    (this VM's speed varies by +-10 % from minute to minute) hits both: median step times and the
+    median of the per-pair ratios."""
+    torch.manual_seed(0)
+    models = {prec: build(kind).to(x.device) for prec in ("fp32", "bf16")}
+    models["bf16"].load_state_dict(models["fp32"].state_dict())
+    steps = {prec: train_step_fn(m, x, mask, prec) for prec, m in models.items()}
+    times: dict[str, list[float]] = {"fp32": [], "bf16": []}
+    for i in range(warmup + repeats):
+        for prec, step in steps.items():
+            _sync()
+            t = time.perf_counter()
+            step()
+            _sync()
+            if i >= warmup:
+                times[prec].append((time.perf_counter() - t) * 1000)
+    ratios = sorted(f / b for f, b in zip(times["fp32"], times["bf16"]))
+    med = {prec: sorted(ts)[len(ts) // 2] for prec, ts in times.items()}
+    return {"fp32_ms": round(med["fp32"], 1), "bf16_ms": round(med["bf16"], 1),
+            "speedup": round(ratios[len(ratios) // 2], 2), "speedup_q1_q3": [round(ratios[len(ratios) // 4], 2),
+                                                                         round(ratios[3 * len(ratios) // 4], 2)]}
+
+
 def infer_fn(model, x, mask, precision):
     model.eval()
 
@@ -108,6 +132,9 @@ def main() -> None:
                 res[f"train_ms/{kind}/{precision}"] = round(time_it(train_step_fn(m, x, mask, precision), a.repeats), 1)
                 res[f"infer_ms/{kind}/{precision}"] = round(time_it(infer_fn(m, x, mask, precision), a.repeats), 1)
                 print(kind, precision, res[f"train_ms/{kind}/{precision}"], res[f"infer_ms/{kind}/{precision}"], flush=True)
+        for kind in ("panformer", "torch"):
+            res[f"bf16_speedup_interleaved/{kind}"] = interleaved_bf16_speedup(kind, x, mask, a.repeats)
+            print(kind, "interleaved", res[f"bf16_speedup_interleaved/{kind}"], flush=True)
     r = res
     res["speedup_train_fp32"] = round(r["train_ms/torch/fp32"] / r["train_ms/panformer/fp32"], 2)
     res["speedup_infer_fp32"] = round(r["infer_ms/torch/fp32"] / r["infer_ms/panformer/fp32"], 2)
