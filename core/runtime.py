@@ -101,11 +101,11 @@ def retain_freed_memory() -> bool:
     """Let glibc keep freed blocks of up to 32 MiB for reuse instead of returning them to the OS.
 
     By default glibc serves large blocks with ``mmap`` and hands them back (or trims the heap) when
-    freed, so every training step page-faults its activations in again: 20,700 faults per fp32 step
-    and 2,750 per bf16 step of ``bench/core_speed.py``, 11 % and 19 % of the step's time on this
-    project's 2-core VM. With an mmap threshold of 32 MiB (glibc's maximum) and a 1 GiB trim
-    threshold there are none, at the price of keeping the peak heap until the process exits (as
-    PyTorch's CUDA caching allocator does). Called once per process by the Trainer; a no-op (False)
+    freed, so every training step page-faults its activations in again: 22,000-33,000 faults per fp32
+    step of ``bench/core_speed.py``'s encoder and 1,900-7,800 per bf16 step, up to 12 % of the step's
+    time on this project's 2-core VM (BENCHMARKS.md). With an mmap threshold of 32 MiB (glibc's maximum)
+    and a 1 GiB trim threshold there are almost none, and the peak memory is the same; the process keeps
+    its peak heap until it exits (as PyTorch's CUDA caching allocator does). Called once per process by the Trainer; a no-op (False)
     off glibc, when ``MALLOC_MMAP_THRESHOLD_`` / ``MALLOC_TRIM_THRESHOLD_`` are set by the user, or
     when ``PANFORMER_MALLOC_TUNING=0``.
     """
