@@ -105,9 +105,9 @@ def retain_freed_memory() -> bool:
     step of ``bench/core_speed.py``'s encoder and 1,900-7,800 per bf16 step, up to 12 % of the step's
     time on this project's 2-core VM (BENCHMARKS.md). With an mmap threshold of 32 MiB (glibc's maximum)
     and a 1 GiB trim threshold there are almost none, and the peak memory is the same; the process keeps
-    its peak heap until it exits (as PyTorch's CUDA caching allocator does). Called once per process by the Trainer; a no-op (False)
-    off glibc, when ``MALLOC_MMAP_THRESHOLD_`` / ``MALLOC_TRIM_THRESHOLD_`` are set by the user, or
-    when ``PANFORMER_MALLOC_TUNING=0``.
+    its peak heap until it exits (as PyTorch's CUDA caching allocator does). Called once per process by
+    the Trainer; a no-op (False) off glibc, when ``MALLOC_MMAP_THRESHOLD_`` / ``MALLOC_TRIM_THRESHOLD_``
+    are set by the user, or when ``PANFORMER_MALLOC_TUNING=0``.
     """
     global _MALLOC_TUNED
     if _MALLOC_TUNED is None:
