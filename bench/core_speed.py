@@ -117,7 +117,7 @@ def main() -> None:
                    " step is excluded from the timings)")
     p.add_argument("--device", default="cpu", help="cpu | cuda")
     p.add_argument("--default-malloc", action="store_true", help="leave glibc's allocator at its defaults")
-    p.add_argument("--out", default=None, help="default: bench/out/core_speed[_compile].json")
+    p.add_argument("--out", default=None, help="default: bench/out/core_speed[_compile][_cuda][_default_malloc].json")
     a = p.parse_args()
     malloc_tuned = False if a.default_malloc else retain_freed_memory()
     torch.manual_seed(0)
