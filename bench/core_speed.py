@@ -38,6 +38,16 @@ def build(kind: str, d=256, h=4, ff=1024, n=4, dropout=0.1) -> nn.Module:
     return nn.TransformerEncoder(layer, n, enable_nested_tensor=False)
 
 
+def make_batch(batch: int = 32, length: int = 128, device: str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+    """The benchmark's input (seeded): x (batch, length, 256) and a padding mask (batch, length) for
+    lengths uniform in [length/2, length], the first at full length (a quarter padding on average)."""
+    torch.manual_seed(0)
+    x = torch.randn(batch, length, 256, device=device)
+    lengths = torch.randint(length // 2, length + 1, (batch,))
+    lengths[0] = length
+    return x, core.lengths_to_padding_mask(lengths, length).to(device)
+
+
 def _sync() -> None:
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         torch.cuda.synchronize()
@@ -98,6 +108,16 @@ def interleaved_bf16_speedup(kind: str, x, mask, repeats: int, warmup: int = 3) 
             "page_faults_per_step": {prec: n // repeats for prec, n in faults.items()}}
 
 
+def optimizer_step_ms(repeats: int) -> dict:
+    """One AdamW step over panformer's encoder with random gradients: the Trainer's optimizer
+    (``build_optimizer``, the fused kernel) against ``torch.optim.AdamW``'s default implementation."""
+    model = build("panformer")
+    for p in model.parameters():
+        p.grad = torch.randn_like(p)
+    opts = {"build_optimizer": build_optimizer(model, lr=1e-4), "adamw_default": torch.optim.AdamW(model.parameters(), lr=1e-4)}
+    return {name: round(time_it(opt.step, repeats), 2) for name, opt in opts.items()}
+
+
 def infer_fn(model, x, mask, precision):
     model.eval()
 
@@ -120,11 +140,7 @@ def main() -> None:
     p.add_argument("--out", default=None, help="default: bench/out/core_speed[_compile][_cuda][_default_malloc].json")
     a = p.parse_args()
     malloc_tuned = False if a.default_malloc else retain_freed_memory()
-    torch.manual_seed(0)
-    x = torch.randn(a.batch, a.length, 256, device=a.device)
-    lengths = torch.randint(a.length // 2, a.length + 1, (a.batch,))
-    lengths[0] = a.length
-    mask = core.lengths_to_padding_mask(lengths, a.length).to(a.device)
+    x, mask = make_batch(a.batch, a.length, a.device)
     res: dict = {"config": vars(a), "threads": torch.get_num_threads(), "torch": torch.__version__,
                  "device": torch.cuda.get_device_name() if a.device == "cuda" else "cpu", "malloc_tuned": malloc_tuned}
     with limit_blas_threads():
@@ -136,6 +152,8 @@ def main() -> None:
                 res[f"train_ms/{kind}/{precision}"] = round(time_it(train_step_fn(m, x, mask, precision), a.repeats), 1)
                 res[f"infer_ms/{kind}/{precision}"] = round(time_it(infer_fn(m, x, mask, precision), a.repeats), 1)
                 print(kind, precision, res[f"train_ms/{kind}/{precision}"], res[f"infer_ms/{kind}/{precision}"], flush=True)
+        res["optimizer_step_ms"] = optimizer_step_ms(a.repeats)
+        print("optimizer step", res["optimizer_step_ms"], flush=True)
         for kind in ("panformer", "torch"):
             res[f"bf16_speedup_interleaved/{kind}"] = interleaved_bf16_speedup(kind, x, mask, a.repeats)
             print(kind, "interleaved", res[f"bf16_speedup_interleaved/{kind}"], flush=True)

@@ -15,10 +15,9 @@ from pathlib import Path
 
 import torch
 
-import core
 import core.layers as layers
 from core.runtime import limit_blas_threads
-from core_speed import build, time_it, train_step_fn  # bench/ is on sys.path when run as a script
+from core_speed import build, make_batch, time_it, train_step_fn  # bench/ is on sys.path when run as a script
 
 CORE_FORWARD = layers.Dropout.forward
 
@@ -41,11 +40,7 @@ def main() -> None:
     res["mask_ms/core"] = round(time_it(lambda: layers._keep_mask(shape, round(0.1 * 2**16), "cpu"), 30), 3)
     res["mask_ms/torch.rand"] = round(time_it(lambda: torch.rand(shape) >= 0.1, 30), 3)
     res["mask_ms/bernoulli_"] = round(time_it(lambda: torch.empty(shape).bernoulli_(0.9), 30), 3)
-    torch.manual_seed(0)
-    x = torch.randn(32, 128, 256)
-    lengths = torch.randint(64, 129, (32,))
-    lengths[0] = 128
-    mask = core.lengths_to_padding_mask(lengths, 128)
+    x, mask = make_batch()
     with limit_blas_threads():
         for precision in ("fp32", "bf16"):
             step = train_step_fn(build("panformer"), x, mask, precision)

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-ORDER = ["core_speed", "bf16_ceiling", "dropout_speed", "sentiment_sst2", "sentiment_minilm_sst2", "generation_speed", "generation_tinyshakespeare",
+ORDER = ["core_speed", "bf16_ceiling", "malloc_ab", "dropout_speed", "sentiment_sst2", "sentiment_minilm_sst2", "generation_speed", "generation_tinyshakespeare",
          "translation_multi30k", "vit_digits", "detection_digits", "speech_espeak", "speech_fsdd", "recommendation_games",
          "music_chorales", "image_generation_digits", "tts_espeak"]
 

@@ -101,9 +101,10 @@ def retain_freed_memory() -> bool:
     """Let glibc keep freed blocks of up to 32 MiB for reuse instead of returning them to the OS.
 
     By default glibc serves large blocks with ``mmap`` and hands them back (or trims the heap) when
-    freed, so every training step page-faults its activations in again: 22,000-33,000 faults per fp32
-    step of ``bench/core_speed.py``'s encoder and 1,900-7,800 per bf16 step, up to 12 % of the step's
-    time on this project's 2-core VM (BENCHMARKS.md). With an mmap threshold of 32 MiB (glibc's maximum)
+    freed, so every training step page-faults its activations in again: 13,800-33,300 faults per fp32
+    step of ``bench/core_speed.py``'s encoder and up to 7,500 per bf16 step, 7-8 % of the step's time on
+    this project's 2-core VM (``bench/malloc_ab.py``, BENCHMARKS.md; inference afterwards in the same
+    process was ~5 % slower there; evaluation and prediction alone do not set it). With an mmap threshold of 32 MiB (glibc's maximum)
     and a 1 GiB trim threshold there are almost none, and the peak memory is the same; the process keeps
     its peak heap until it exits (as PyTorch's CUDA caching allocator does). Called once per process by
     the Trainer; a no-op (False) off glibc, when ``MALLOC_MMAP_THRESHOLD_`` / ``MALLOC_TRIM_THRESHOLD_``
