@@ -141,6 +141,18 @@ def sample(
     return _generate(model, state, prefix, max_new_tokens, eos_id, pad_id, choose)
 
 
+def _best_reachable(raw: Tensor, n_tokens: int, max_new_tokens: int, length_penalty: float) -> Tensor:
+    """The highest normalised score a live hypothesis with summed log-probability ``raw`` over ``n_tokens``
+    new tokens can still reach. Its sum only falls (log p <= 0) and it ends after ``m`` tokens,
+    ``n_tokens < m <= max_new_tokens``, scoring ``sum / m ** length_penalty``: with a positive penalty the
+    best case is the longest (dividing a negative sum by more), with a negative one the shortest."""
+    if length_penalty > 0:
+        return raw / max_new_tokens ** length_penalty
+    if length_penalty < 0:
+        return raw / min(n_tokens + 1, max_new_tokens) ** length_penalty
+    return raw
+
+
 @torch.no_grad()
 def beam_search(
     model: Decodable,
@@ -156,77 +168,95 @@ def beam_search(
     """Batched beam search over B x K hypotheses, each finishing at its own EOS.
 
     ``state`` is for the B inputs (memory computed once per input); it is expanded to B*K here.
-    A finished hypothesis of n new tokens (EOS included) scores ``sum log p / n ** length_penalty``
-    (length_penalty 0: raw model score). An input is done when K hypotheses finished (as fairseq).
+    A hypothesis of n new tokens (EOS included) scores ``sum log p / n ** length_penalty``
+    (length_penalty 0: raw model score); one still running at ``max_new_tokens`` is scored as it is.
+    Each step the K best candidates that end in EOS finish and the K best others stay live.
+
+    Stopping rule: an input is done only when none of its live hypotheses can still beat its best
+    finished one (with ``return_all``: its K-th best) under the length penalty in force, since a
+    hypothesis's summed log-probability never rises (:func:`_best_reachable`). So stopping early returns
+    exactly what running every input to ``max_new_tokens`` would (tests/test_beam_search.py checks this
+    against an exhaustive search). Stopping once K hypotheses have finished (fairseq's rule) does not:
+    it can return a finished hypothesis while a live one that ends better is still in the beam.
 
     Returns:
         tokens (B, T0 + L) — the best hypothesis per input, padded with ``pad_id`` — and its score (B,);
-        or with ``return_all`` per input the list of (score, new_tokens) sorted best first.
+        or with ``return_all`` per input up to K (score, new_tokens) sorted best first.
     """
     B, T0 = prefix.shape
     K = beam_size
+    if K < 1 or max_new_tokens < 1:
+        raise ConfigError(f"beam search needs beam_size >= 1 and max_new_tokens >= 1, got {K} and {max_new_tokens}")
     dev = prefix.device
     state.reorder(torch.arange(B, device=dev).repeat_interleave(K))
     tokens = prefix.repeat_interleave(K, dim=0)  # (B*K, T0)
     scores = torch.zeros(B, K, device=dev)
     scores[:, 1:] = float("-inf")  # all beams start identical: expand from the first only
     finished: list[list[tuple[float, Tensor]]] = [[] for _ in range(B)]
+    need = K if return_all else 1  # finished hypotheses that must be final before an input is done
+    final_bar = torch.full((B,), float("-inf"))  # the need-th best finished score per input
     done = torch.zeros(B, dtype=torch.bool)
     base = torch.arange(B, device=dev)[:, None] * K
+    ranks = torch.arange(2 * K, device=dev)
+
+    def finish(b: int, score: float, seq: Tensor) -> None:
+        hyps = finished[b]
+        hyps.append((score, seq))
+        hyps.sort(key=lambda h: -h[0])
+        del hyps[K:]
+        if len(hyps) >= need:
+            final_bar[b] = hyps[need - 1][0]
 
     for t in range(max_new_tokens):
+        n_new = t + 1
         logp = F.log_softmax(model.decode_step(tokens, state).float(), dim=-1)  # (B*K, V)
         V = logp.size(-1)
         cand = (scores[:, :, None] + logp.view(B, K, V)).view(B, K * V)
-        top_scores, top_idx = cand.topk(2 * K, dim=1)  # (B, 2K), best first
+        top_scores, top_idx = cand.topk(min(2 * K, K * V), dim=1)  # (B, 2K), best first
         top_beam, top_tok = top_idx // V, top_idx % V
         is_eos = top_tok == eos_id
         # EOS candidates ranked within the top K finish their hypothesis.
         eos_hits = (is_eos[:, :K] & torch.isfinite(top_scores[:, :K])).nonzero().tolist()
-        n_new = t + 1
         for b, j in eos_hits:
-            if done[b] or len(finished[b]) >= K:
+            if done[b]:
                 continue
             src = int(base[b, 0] + top_beam[b, j])
             raw = float(top_scores[b, j])
             seq = torch.cat([tokens[src, T0:], top_tok[b, j : j + 1]])
-            finished[b].append((raw / (n_new**length_penalty) if length_penalty else raw, seq))
-        for b in range(B):
-            if not done[b] and len(finished[b]) >= K:
-                done[b] = True
-        if bool(done.all()):
-            break
+            finish(b, raw / (n_new**length_penalty) if length_penalty else raw, seq)
         # The K best non-EOS candidates continue.
-        order = torch.where(is_eos, 2 * K + torch.arange(2 * K, device=dev), torch.arange(2 * K, device=dev))
+        order = torch.where(is_eos, top_scores.size(1) + ranks[: top_scores.size(1)], ranks[: top_scores.size(1)])
         keep = order.argsort(dim=1)[:, :K]  # (B, K)
         sel_beam, sel_tok = top_beam.gather(1, keep), top_tok.gather(1, keep)
-        scores = top_scores.gather(1, keep)
-        scores[done.to(dev)] = float("-inf")
+        scores = top_scores.gather(1, keep).masked_fill(is_eos.gather(1, keep), float("-inf"))
+        if n_new < max_new_tokens:  # (at the last step the live ones are scored as they are, below)
+            reachable = _best_reachable(scores.max(1).values, n_new, max_new_tokens, length_penalty).cpu()
+            done |= (final_bar > float("-inf")) & (final_bar >= reachable)  # no live one can overtake: final
+            if bool(done.all()):
+                break
+        scores = scores.masked_fill(done.to(dev)[:, None], float("-inf"))
         flat = (base + sel_beam).view(-1)
         state.reorder(flat)
         tokens = torch.cat([tokens.index_select(0, flat), sel_tok.view(-1, 1)], dim=1)
     else:
-        n_new = max_new_tokens
         for b in range(B):
             if done[b]:
                 continue
             for k in range(K):
                 raw = float(scores[b, k])
-                if raw == float("-inf") or len(finished[b]) >= K:
-                    continue
-                seq = tokens[b * K + k, T0:]
-                finished[b].append((raw / (n_new**length_penalty) if length_penalty else raw, seq))
+                if raw != float("-inf"):
+                    finish(b, raw / (max_new_tokens**length_penalty) if length_penalty else raw,
+                           tokens[b * K + k, T0:])
 
-    for hyps in finished:
-        hyps.sort(key=lambda h: -h[0])
     if return_all:
         return finished
-    L = max(len(h[0][1]) for h in finished)
+    empty = (float("-inf"), tokens.new_empty(0))  # only when the model gave every token probability 0
+    L = max(len(h[0][1]) if h else 0 for h in finished)
     out = torch.full((B, T0 + L), pad_id, dtype=prefix.dtype, device=dev)
     out[:, :T0] = prefix
     best = torch.empty(B, device=dev)
     for b, hyps in enumerate(finished):
-        s, seq = hyps[0]
+        s, seq = hyps[0] if hyps else empty
         out[b, T0 : T0 + len(seq)] = seq
         best[b] = s
     return out, best
