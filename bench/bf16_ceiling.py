@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from core.runtime import retain_freed_memory
+from panformer.core.runtime import retain_freed_memory
 
 TOKENS, REAL, D, FF, BATCH, HEADS, T, LAYERS = 4096, 3075, 256, 1024, 32, 4, 128, 4
 

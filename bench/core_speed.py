@@ -25,9 +25,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-import core
-from core.optim import build_optimizer
-from core.runtime import limit_blas_threads, retain_freed_memory
+from panformer import core
+from panformer.core.optim import build_optimizer
+from panformer.core.runtime import limit_blas_threads, retain_freed_memory
 
 
 def build(kind: str, d=256, h=4, ff=1024, n=4, dropout=0.1) -> nn.Module:

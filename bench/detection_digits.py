@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from tasks.cli import train
+from panformer.tasks.cli import train
 
 
 def main() -> None:

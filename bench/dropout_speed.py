@@ -15,8 +15,8 @@ from pathlib import Path
 
 import torch
 
-import core.layers as layers
-from core.runtime import limit_blas_threads
+import panformer.core.layers as layers
+from panformer.core.runtime import limit_blas_threads
 from core_speed import build, make_batch, time_it, train_step_fn  # bench/ is on sys.path when run as a script
 
 CORE_FORWARD = layers.Dropout.forward

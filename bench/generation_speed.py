@@ -22,7 +22,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from core import CausalTransformerLM, TransformerConfig, beam_search, count_parameters, greedy_search  # noqa: E402
+from panformer.core import CausalTransformerLM, TransformerConfig, beam_search, count_parameters, greedy_search  # noqa: E402
 
 
 def ours(layers: int, d: int, heads: int, vocab: int, ctx: int) -> CausalTransformerLM:

@@ -31,7 +31,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tasks.cli import load_run, train  # noqa: E402
+from panformer.tasks.cli import load_run, train  # noqa: E402
 
 TARGET = 0.90
 

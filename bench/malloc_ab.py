@@ -24,7 +24,7 @@ HERE = Path(__file__).resolve().parent
 
 
 def measure() -> dict:
-    from core.runtime import limit_blas_threads, retain_freed_memory
+    from panformer.core.runtime import limit_blas_threads, retain_freed_memory
 
     sys.path.insert(0, str(HERE))
     from core_speed import build, infer_fn, interleaved_bf16_speedup, make_batch, time_it

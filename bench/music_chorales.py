@@ -35,11 +35,11 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from core.runtime import autocast, seed_everything  # noqa: E402
+from panformer.core.runtime import autocast, seed_everything  # noqa: E402
 from recipes.music import DEFAULTS  # noqa: E402
-from tasks.cli import load_run, resolve_train_args, train  # noqa: E402
-from tasks.music import MusicTask  # noqa: E402
-from tasks.music.metrics import music_statistics  # noqa: E402
+from panformer.tasks.cli import load_run, resolve_train_args, train  # noqa: E402
+from panformer.tasks.music import MusicTask  # noqa: E402
+from panformer.tasks.music.metrics import music_statistics  # noqa: E402
 
 
 def seconds_per_step(argv: list[str], n: int = 6) -> float:

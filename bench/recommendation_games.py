@@ -33,7 +33,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from recipes.recommendation import DEFAULTS  # noqa: E402
-from tasks.cli import load_runs, train  # noqa: E402
+from panformer.tasks.cli import load_runs, train  # noqa: E402
 
 PAPER = {"sampled/hr@10": 0.7410, "sampled/ndcg@10": 0.5360}  # Kang & McAuley 2018, Table 3, Games
 PMIXER = {"sampled/hr@10": 0.726, "sampled/ndcg@10": 0.516, "full/hr@10": 0.063, "full/ndcg@10": 0.031,

@@ -21,7 +21,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tasks.cli import train  # noqa: E402
+from panformer.tasks.cli import train  # noqa: E402
 
 TARGET = 0.89
 

@@ -30,7 +30,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tasks.cli import load_runs, train  # noqa: E402
+from panformer.tasks.cli import load_runs, train  # noqa: E402
 
 VARIANTS = ["--tokenizer wordpiece", "--tokenizer bpe", "--tokenizer word"]
 MEMBER = ["--n-layers", "2", "--d-ff", "512", "--epochs", "2"]
@@ -43,7 +43,7 @@ def _train_side_by_side(commands: list[list[str]], logs: list[Path], parallel: i
         while waiting and len(running) < parallel:
             cmd, log = waiting.pop(0)
             out = log.open("w")
-            proc = subprocess.Popen([sys.executable, "-m", "tasks.cli", "train", "sentiment", *cmd],
+            proc = subprocess.Popen([sys.executable, "-m", "panformer", "train", "sentiment", *cmd],
                                     stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
             running.append((proc, out, log))
         time.sleep(1)

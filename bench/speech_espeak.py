@@ -27,7 +27,7 @@ def main() -> None:
     p.add_argument("--precision", default="bf16", help="fp32 | bf16")
     p.add_argument("--tag", default="full", help="suffix of the output file (e.g. smoke)")
     a = p.parse_args()
-    from tasks.cli import load_run, train
+    from panformer.tasks.cli import load_run, train
 
     run = ROOT / "bench" / "out" / f"speech_espeak_{a.tag}"
     argv = ["--builtin-size", str(a.size), "--builtin-kind", a.kind, "--threads", str(a.threads),

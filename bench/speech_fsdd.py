@@ -35,7 +35,7 @@ def main() -> None:
     a = p.parse_args()
     if not Path(a.data).is_dir():
         sys.exit(f"FSDD not found at {a.data}")
-    from tasks.cli import load_run, train
+    from panformer.tasks.cli import load_run, train
 
     run = ROOT / "bench" / "out" / f"speech_fsdd_{a.tag}"
     argv = ["--data", a.data, "--test-speakers", a.speaker, "--sample-rate", "8000", "--n-mels", "40",
@@ -56,8 +56,8 @@ def main() -> None:
             result[f"{name}_{label}"] = {k: round(v, 4) for k, v in m.items()}
     result["targets"] = {"seen_speakers_wer": 0.05, "held_out_speaker_wer": 0.15, "minutes": 20}
     if a.baseline:
-        from tasks import get_task
-        from tasks.cli import resolve_train_args
+        from panformer.tasks import get_task
+        from panformer.tasks.cli import resolve_train_args
 
         cls = get_task("speech")
         args, _ = resolve_train_args(cls, ["--data", a.data, "--fsdd-mode", "single", "--test-speakers", a.speaker,

@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from recipes.translation import DEFAULTS  # noqa: E402
-from tasks.cli import train  # noqa: E402
+from panformer.tasks.cli import train  # noqa: E402
 
 
 def main() -> None:

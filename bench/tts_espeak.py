@@ -34,7 +34,7 @@ def main() -> None:
     a = p.parse_args()
     import torch
 
-    from tasks.cli import load_run, train
+    from panformer.tasks.cli import load_run, train
 
     out = ROOT / "bench" / "out" / f"tts_espeak_{a.tag}"
     t0 = time.time()

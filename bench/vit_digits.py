@@ -32,11 +32,11 @@ from torch import nn
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from core.runtime import autocast, seed_everything  # noqa: E402
-from core.trainer import Trainer, TrainingArguments  # noqa: E402
-from tasks.cli import resolve_train_args, train  # noqa: E402
-from tasks.vit import VisionTransformer, VitTask, ViTConfig  # noqa: E402
-from tasks.vit.cnn import CNNConfig, SmallCNN  # noqa: E402  (the task's --arch cnn baseline)
+from panformer.core.runtime import autocast, seed_everything  # noqa: E402
+from panformer.core.trainer import Trainer, TrainingArguments  # noqa: E402
+from panformer.tasks.cli import resolve_train_args, train  # noqa: E402
+from panformer.tasks.vit import VisionTransformer, VitTask, ViTConfig  # noqa: E402
+from panformer.tasks.vit.cnn import CNNConfig, SmallCNN  # noqa: E402  (the task's --arch cnn baseline)
 
 GUIDE = {"svc": 0.9933, "small_cnn": 0.9956}
 TARGET = 0.985

@@ -12,7 +12,7 @@ Same as ``panformer train detection`` with the defaults below; flags override th
 """
 import sys
 
-from tasks.cli import main
+from panformer.tasks.cli import main
 
 DEFAULTS = {
     "epochs": 60,

@@ -14,7 +14,7 @@ GPT-2-format directory without training.
 """
 import sys
 
-from tasks.cli import main
+from panformer.tasks.cli import main
 
 DEFAULTS = {
     "max_steps": 6000,
@@ -39,9 +39,9 @@ def predict_pretrained(argv: list[str]) -> int:
     import argparse
     import json
 
-    from core.cli_args import add_dataclass_arguments
-    from core.errors import PanformerError
-    from tasks.generation import GenerationArguments, from_pretrained
+    from panformer.core.cli_args import add_dataclass_arguments
+    from panformer.core.errors import PanformerError
+    from panformer.tasks.generation import GenerationArguments, from_pretrained
 
     p = argparse.ArgumentParser(prog="recipes/generation.py predict")
     p.add_argument("inputs", nargs="*", help="prompts (or --prompt)")

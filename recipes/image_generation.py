@@ -15,7 +15,7 @@ often samples show the requested digit. bench/image_generation_digits.py runs it
 """
 import sys
 
-from tasks.cli import main
+from panformer.tasks.cli import main
 
 DEFAULTS = {
     "max_steps": 4000,

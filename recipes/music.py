@@ -12,7 +12,7 @@ them. Afterwards: ``panformer predict music --run DIR --num-samples 4`` writes M
 """
 import sys
 
-from tasks.cli import main
+from panformer.tasks.cli import main
 
 DEFAULTS = {
     "max_steps": 6000,

@@ -14,7 +14,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tasks.cli import main  # noqa: E402
+from panformer.tasks.cli import main  # noqa: E402
 
 DEFAULTS = {
     "model": "sasrec",

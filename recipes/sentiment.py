@@ -10,7 +10,7 @@ Same as ``panformer train sentiment`` with the defaults below; flags override th
 """
 import sys
 
-from tasks.cli import main
+from panformer.tasks.cli import main
 
 DEFAULTS = {
     "epochs": 10,

@@ -12,7 +12,7 @@ Same as ``panformer train speech`` with the defaults below; flags override them.
 """
 import sys
 
-from tasks.cli import main
+from panformer.tasks.cli import main
 
 DEFAULTS = {
     "epochs": 40,

@@ -13,7 +13,7 @@ average of the last 5 epoch checkpoints, beam 5); flags override them.
 """
 import sys
 
-from tasks.cli import main
+from panformer.tasks.cli import main
 
 DEFAULTS = {
     "epochs": 40,

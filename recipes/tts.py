@@ -11,7 +11,7 @@ Same as ``panformer train tts`` with the defaults below; flags override them.
 """
 import sys
 
-from tasks.cli import main
+from panformer.tasks.cli import main
 
 DEFAULTS = {
     "epochs": 400,

@@ -14,7 +14,7 @@ against an SVC and a small CNN on the same split.
 """
 import sys
 
-from tasks.cli import main
+from panformer.tasks.cli import main
 
 DEFAULTS = {
     "epochs": 150,

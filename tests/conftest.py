@@ -24,7 +24,7 @@ def shared_path(*parts: str) -> Path:
 @pytest.fixture
 def cli(capsys):
     """Run ``panformer ARGS...`` in-process; returns (exit_code, stdout, stderr)."""
-    from tasks.cli import main
+    from panformer.tasks.cli import main
 
     def run(*args: str):
         code = main([str(a) for a in args])
@@ -49,7 +49,7 @@ def train_error(tmp_path, capsys):
     """``train_error(task, *argv)`` runs ``panformer train TASK --quick ARGV``, asserts that it fails the way bad
     input must (exit 2, exactly one ``panformer: error: ...`` line, no run directory left behind) and returns
     that line."""
-    from tasks.cli import main
+    from panformer.tasks.cli import main
 
     def run(task: str, *argv: str) -> str:
         out = tmp_path / "never"

@@ -5,8 +5,8 @@ import json
 import pytest
 import torch
 
-from core import RNNConfig, RNNEncoder
-from core.errors import ConfigError
+from panformer.core import RNNConfig, RNNEncoder
+from panformer.core.errors import ConfigError
 
 QUICK = ["--quick", "--progress", "false"]
 
@@ -63,7 +63,7 @@ def test_rnn_causal_mode_does_not_look_ahead(cell):
 
 
 def test_recurrent_lm_decoding_matches_forward():
-    from core import RecurrentLM, beam_search, greedy_search
+    from panformer.core import RecurrentLM, beam_search, greedy_search
 
     torch.manual_seed(0)
     lm = RecurrentLM(RNNConfig(d_model=16, n_layers=2, cell="lstm", bidirectional=False, dropout=0.0), 30).eval()
@@ -84,8 +84,8 @@ def test_recurrent_lm_decoding_matches_forward():
 # -- the tasks' --arch baselines ------------------------------------------------------------------
 @pytest.mark.parametrize("task_name", ["sentiment", "speech", "recommendation", "vit", "generation"])
 def test_baselines_are_train_options(task_name):
-    from tasks import get_task
-    from tasks.cli import resolve_train_args
+    from panformer.tasks import get_task
+    from panformer.tasks.cli import resolve_train_args
 
     cls = get_task(task_name)
     assert cls.baselines
@@ -98,7 +98,7 @@ def test_baselines_are_train_options(task_name):
 def _train_reload(tmp_path, task_name: str, argv: list[str], key: str, better=max):
     """Train a baseline through the CLI, reload the run; its metric must match metrics.json and beat
     the same architecture untrained. Returns (metrics, task, model)."""
-    from tasks.cli import load_run, main
+    from panformer.tasks.cli import load_run, main
 
     out = tmp_path / task_name
     assert main(["train", task_name, *QUICK, *argv, "--out", str(out)]) == 0
@@ -131,7 +131,7 @@ def test_speech_lstm_baseline(tmp_path):
 
 
 def test_recommendation_gru4rec_baseline(tmp_path):
-    from tasks.recommendation.models import GRU4Rec
+    from panformer.tasks.recommendation.models import GRU4Rec
 
     argv = ["--arch", "gru", "--max-examples", "300", "--max-steps", "40", "--eval-every", "40"]
     _, _, model = _train_reload(tmp_path, "recommendation", argv, "sampled/ndcg@10", max)
@@ -144,7 +144,7 @@ def test_recommendation_gru4rec_needs_sasrec(cli, tmp_path):
 
 
 def test_vit_cnn_baseline(tmp_path):
-    from tasks.vit.cnn import SmallCNN
+    from panformer.tasks.vit.cnn import SmallCNN
 
     m, _, model = _train_reload(tmp_path, "vit", ["--arch", "cnn", "--max-steps", "60"], "accuracy", max)
     assert isinstance(model, SmallCNN) and m["accuracy"] > 0.8  # digits: a CNN learns fast
@@ -152,7 +152,7 @@ def test_vit_cnn_baseline(tmp_path):
 
 
 def test_generation_lstm_baseline(tmp_path, cli):
-    from core import RecurrentLM
+    from panformer.core import RecurrentLM
 
     m, _, model = _train_reload(tmp_path, "generation", ["--arch", "lstm", "--max-steps", "40", "--eval-every", "40",
                                                          "--max-chars", "50000"], "loss", min)
@@ -164,8 +164,8 @@ def test_generation_lstm_baseline(tmp_path, cli):
 
 # -- classical baselines --------------------------------------------------------------------------
 def test_vit_svc_baseline_on_digits():
-    from tasks import get_task
-    from tasks.cli import resolve_train_args
+    from panformer.tasks import get_task
+    from panformer.tasks.cli import resolve_train_args
 
     cls = get_task("vit")
     args, _ = resolve_train_args(cls, ["--quick", "--baseline"])

@@ -12,8 +12,8 @@ import math
 import pytest
 import torch
 
-import core
-from core.decoding import DecodeState
+from panformer import core
+from panformer.core.decoding import DecodeState
 
 EOS = 0
 

@@ -11,9 +11,9 @@ from html.parser import HTMLParser
 
 import pytest
 
-from tasks.builtin_data import movie_review_snippets
-from tasks.compare import main as compare_main
-from tasks.sentiment import SentimentTask
+from panformer.tasks.builtin_data import movie_review_snippets
+from panformer.tasks.compare import main as compare_main
+from panformer.tasks.sentiment import SentimentTask
 
 NEURAL = next(iter(getattr(SentimentTask, "baselines", None) or {}), None)  # e.g. "lstm"
 ROW_KEYS = {"task", "model", "kind", "name", "status", "error", "exit_code", "dataset", "main_metric", "metrics",

@@ -3,8 +3,8 @@ import pytest
 import torch
 from torch import nn
 
-import core
-from core.attention import set_attention_impl
+from panformer import core
+from panformer.core.attention import set_attention_impl
 
 D, H, FF = 32, 4, 64
 

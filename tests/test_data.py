@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from core.data import assemble_splits, seeded_split
-from core.errors import DataError
+from panformer.core.data import assemble_splits, seeded_split
+from panformer.core.errors import DataError
 
 
 def _take(ids: list[int]) -> list[str]:

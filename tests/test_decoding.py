@@ -4,8 +4,8 @@ import math
 import pytest
 import torch
 
-import core
-from core.decoding import DecodeState, top_k_top_p_filter
+from panformer import core
+from panformer.core.decoding import DecodeState, top_k_top_p_filter
 
 BOS, EOS, PAD = 1, 2, 0
 

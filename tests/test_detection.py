@@ -10,12 +10,12 @@ import pytest
 import torch
 from torch import nn
 
-from core import count_parameters
-from tasks.cli import main
-from tasks.detection import (DETR, DetectionArguments, DetectionTask, HungarianMatcher, SetCriterion, coco_map,
+from panformer.core import count_parameters
+from panformer.tasks.cli import main
+from panformer.tasks.detection import (DETR, DetectionArguments, DetectionTask, HungarianMatcher, SetCriterion, coco_map,
                              detr_config, detr_r50, digit_scenes, load_coco, load_hf, per_class_pr, postprocess)
-from tasks.detection.backbone import SmallConvBackbone
-from tasks.detection.matcher import match_cost
+from panformer.tasks.detection.backbone import SmallConvBackbone
+from panformer.tasks.detection.matcher import match_cost
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -207,7 +207,7 @@ def test_load_hf_dataset_folder(tmp_path):
     records, cats = load_hf(str(tmp_path / "hf"), "--data", "train")
     assert [c["name"] for c in cats][:2] == ["d0", "d1"] and len(records) == 3
     assert torch.allclose(records[1]["boxes"], scenes[1]["boxes"]) and torch.equal(records[1]["labels"], scenes[1]["labels"])
-    from tasks.detection.data import record_image
+    from panformer.tasks.detection.data import record_image
     assert torch.equal(record_image(records[0]), scenes[0]["image"])
 
 
@@ -291,7 +291,7 @@ def test_short_run_on_builtin_scenes_learns_to_localise(tmp_path):
     """150 steps on one-digit built-in scenes: the most confident box overlaps the digit far better
     than an untrained model's, and the validation loss drops. (Learning the ten classes takes longer:
     see bench/detection_digits.py.)"""
-    from tasks.cli import load_run
+    from panformer.tasks.cli import load_run
 
     run = tmp_path / "run"
     rc = main(["train", "detection", "--quick", "--out", str(run), "--progress", "false", "--builtin-scenes", "400",

@@ -20,8 +20,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from core import distributed as D
-from core.errors import ConfigError, PanformerError, PeerError
+from panformer.core import distributed as D
+from panformer.core.errors import ConfigError, PanformerError, PeerError
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -36,7 +36,7 @@ def _torchrun(*argv: str, nproc: int = 2) -> subprocess.CompletedProcess:
                                                             "MASTER_PORT")}
     env.update(OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-           "-m", "tasks.cli", *argv]
+           "-m", "panformer", *argv]
     try:
         res = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=240)
     except subprocess.TimeoutExpired as e:
@@ -117,7 +117,7 @@ def test_torchrun_two_processes_match_one(tmp_path, cli):
 @pytest.mark.slow
 def test_torchrun_custom_batch_sampler_task_writes_one_run(tmp_path):
     """translation: length-bucketed batches under a token budget (uneven shards), beam-search metrics."""
-    from tasks.cli import load_run
+    from panformer.tasks.cli import load_run
 
     out = tmp_path / "mt"
     res = _torchrun("train", "translation", "--quick", "--builtin-size", "400", "--max-steps", "4", "--eval-every",
@@ -139,8 +139,8 @@ def test_torchrun_custom_batch_sampler_task_writes_one_run(tmp_path):
 
 
 def test_other_ranks_adopt_rank0_assets(tmp_path, monkeypatch):
-    from tasks import get_task
-    from tasks.cli import _adopt_assets, _files, resolve_train_args
+    from panformer.tasks import get_task
+    from panformer.tasks.cli import _adopt_assets, _files, resolve_train_args
 
     rows = [f"{w} film number {i},{'positive' if w in ('great', 'fine') else 'negative'}"
             for i in range(30) for w in ("great", "awful", "fine", "dull")]

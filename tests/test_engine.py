@@ -18,15 +18,15 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import TensorDataset
 
-from core import distributed as D
-from core.checkpoint import (atomic_save_torch, atomic_write_json, atomic_write_text, load_torch, load_weights,
+from panformer.core import distributed as D
+from panformer.core.checkpoint import (atomic_save_torch, atomic_write_json, atomic_write_text, load_torch, load_weights,
                              read_weights_metadata, save_weights)
-from core.errors import ConfigError
-from core.optim import build_optimizer, no_decay_names, param_groups
-from core.run_log import RunLogger
-from core.runtime import autocast, limit_blas_threads, resolve_device, rng_state, seed_everything, set_rng_state
-from core.schedules import build_scheduler, lr_lambda
-from core.trainer import Trainer, TrainingArguments, lower_is_better
+from panformer.core.errors import ConfigError
+from panformer.core.optim import build_optimizer, no_decay_names, param_groups
+from panformer.core.run_log import RunLogger
+from panformer.core.runtime import autocast, limit_blas_threads, resolve_device, rng_state, seed_everything, set_rng_state
+from panformer.core.schedules import build_scheduler, lr_lambda
+from panformer.core.trainer import Trainer, TrainingArguments, lower_is_better
 from safetensors.torch import load_file
 
 # --- tiny synthetic regression problem ------------------------------------------------------------
@@ -263,8 +263,9 @@ def test_devices_precision_and_blas_limit():
 
 
 _PAGE_FAULTS_PER_STEP = """
-import resource, torch, core
-from core.runtime import retain_freed_memory
+import resource, torch
+from panformer import core
+from panformer.core.runtime import retain_freed_memory
 print(retain_freed_memory())
 torch.manual_seed(0)
 enc = core.Encoder(core.TransformerConfig(d_model=128, n_heads=4, n_layers=2, d_ff=512, positional="none"))
@@ -395,7 +396,7 @@ def test_interrupt_and_resume_is_bit_identical(tmp_path, where, ema):
 
 
 def test_weight_ema_is_evaluated_selected_and_saved(tmp_path):
-    from core.ema import WeightEMA
+    from panformer.core.ema import WeightEMA
 
     # the average itself: d = min(decay, (1 + n) / (10 + n)), tied weights once, integer buffers untouched
     lin = nn.Linear(2, 2)

@@ -2,8 +2,8 @@
 import pytest
 import torch
 
-import core
-from core.layers import Dropout, EncoderLayer, on_real_tokens
+from panformer import core
+from panformer.core.layers import Dropout, EncoderLayer, on_real_tokens
 
 
 def test_dropout_keeps_the_distribution_and_scaling():

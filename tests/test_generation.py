@@ -11,9 +11,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from tasks.cli import load_run, main
-from tasks.generation import generate
-from tasks.generation.data import pydoc_topics
+from panformer.tasks.cli import load_run, main
+from panformer.tasks.generation import generate
+from panformer.tasks.generation.data import pydoc_topics
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")

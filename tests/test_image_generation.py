@@ -12,13 +12,13 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from core import TransformerConfig
-from core.runtime import seed_everything
-from tasks.cli import load_run, main
-from tasks.image_generation import PixelLM, nll_per_dim, sample_pixels
-from tasks.image_generation.data import dequantise, quantise, to_pixels
-from tasks.image_generation.model import sequences
-from tasks.vit import digits
+from panformer.core import TransformerConfig
+from panformer.core.runtime import seed_everything
+from panformer.tasks.cli import load_run, main
+from panformer.tasks.image_generation import PixelLM, nll_per_dim, sample_pixels
+from panformer.tasks.image_generation.data import dequantise, quantise, to_pixels
+from panformer.tasks.image_generation.model import sequences
+from panformer.tasks.vit import digits
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from core.errors import DataError
-from core.metrics import classification_metrics, classification_report_text, confusion_matrix_png, top_k_accuracy
+from panformer.core.errors import DataError
+from panformer.core.metrics import classification_metrics, classification_report_text, confusion_matrix_png, top_k_accuracy
 
 
 def test_classification_metrics_by_hand():

@@ -1,11 +1,11 @@
 """core.mlm: masked-token self-pretraining of an embedding + encoder."""
 import torch
 
-from core import Encoder, TransformerConfig
-from core.embedding import TokenEmbedding
-from core.masks import IGNORE_INDEX
-from core.mlm import MaskedLM, _Collator, masked_lm_pretrain
-from core.trainer import TrainingArguments
+from panformer.core import Encoder, TransformerConfig
+from panformer.core.embedding import TokenEmbedding
+from panformer.core.masks import IGNORE_INDEX
+from panformer.core.mlm import MaskedLM, _Collator, masked_lm_pretrain
+from panformer.core.trainer import TrainingArguments
 
 
 def _modules(d=32, vocab=20):
@@ -49,7 +49,7 @@ def test_pretraining_learns_and_updates_modules_in_place():
 
 
 def test_sentiment_self_pretraining_rejects_recurrent_encoders(tmp_path, capsys):
-    from tasks.cli import main
+    from panformer.tasks.cli import main
 
     out = tmp_path / "run"
     code = main(["train", "sentiment", "--quick", "--arch", "lstm", "--mlm-pretrain-steps", "5", "--out", str(out)])

@@ -11,13 +11,13 @@ import numpy as np
 import pytest
 import torch
 
-from core import generate
-from tasks.cli import load_run, main
-from tasks.music import EventVocab
-from tasks.music.data import PieceWindows, chorale_files, read_pieces
-from tasks.music.metrics import histogram_distance, in_key_share, key_normalised_histogram, music_statistics
-from tasks.music.output import write_midi
-from tasks.music.tokens import BOS, EOS, PAD
+from panformer.core import generate
+from panformer.tasks.cli import load_run, main
+from panformer.tasks.music import EventVocab
+from panformer.tasks.music.data import PieceWindows, chorale_files, read_pieces
+from panformer.tasks.music.metrics import histogram_distance, in_key_share, key_normalised_histogram, music_statistics
+from panformer.tasks.music.output import write_midi
+from panformer.tasks.music.tokens import BOS, EOS, PAD
 
 QUICK = ["--quick", "--progress", "false", "--max-new-tokens", "64", "--eval-samples", "3"]
 
@@ -69,7 +69,7 @@ def test_windows_batches_and_model_shapes(chorales):
     tail = ds[len(ds) - 1]
     assert 0 < k <= 65 and last[-1] == EOS
     assert torch.equal(tail[:k], v.transpose(last[s:], 2)) and bool((tail[k:] == PAD).all())
-    from core import CausalTransformerLM, TransformerConfig
+    from panformer.core import CausalTransformerLM, TransformerConfig
 
     lm = CausalTransformerLM(TransformerConfig(d_model=32, n_heads=2, n_layers=1, d_ff=64, max_len=64,
                                                positional="learned", norm_first=True), v.size, PAD)

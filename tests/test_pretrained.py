@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from core import beam_search, greedy_search
-from core.errors import ConfigError
-from core.pretrained import BertEncoder, load_bert, load_gpt2, load_pretrained, load_tokenizer
-from tasks.cli import main
+from panformer.core import beam_search, greedy_search
+from panformer.core.errors import ConfigError
+from panformer.core.pretrained import BertEncoder, load_bert, load_gpt2, load_pretrained, load_tokenizer
+from panformer.tasks.cli import main
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 transformers = pytest.importorskip("transformers")
@@ -293,7 +293,7 @@ def test_predict_generation_straight_from_a_gpt2_directory(gpt2, tmp_path, capsy
 
     from tokenizers import Tokenizer, models, pre_tokenizers
 
-    from tasks.cli import main
+    from panformer.tasks.cli import main
 
     d = tmp_path / "gpt2"
     shutil.copytree(gpt2[0], d)

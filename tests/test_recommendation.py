@@ -11,13 +11,13 @@ import torch
 from sklearn.metrics import label_ranking_average_precision_score, ndcg_score, top_k_accuracy_score
 
 from conftest import shared_path
-from core import TransformerConfig
-from core.errors import DataError
-from tasks.recommendation import RecommendationTask
-from tasks.recommendation.data import (Columns, ItemVocab, leave_one_out, markov_sequences, read_interactions,
+from panformer.core import TransformerConfig
+from panformer.core.errors import DataError
+from panformer.tasks.recommendation import RecommendationTask
+from panformer.tasks.recommendation.data import (Columns, ItemVocab, leave_one_out, markov_sequences, read_interactions,
                                        sample_negatives)
-from tasks.recommendation.metrics import rank_counts, rank_counts_sampled, ranking_metrics
-from tasks.recommendation.models import BERT4Rec, SASRec
+from panformer.tasks.recommendation.metrics import rank_counts, rank_counts_sampled, ranking_metrics
+from panformer.tasks.recommendation.models import BERT4Rec, SASRec
 
 QUICK = ["--quick", "--progress", "false"]
 
@@ -101,7 +101,7 @@ def test_negatives_are_unseen_and_seeded():
 def task_for(tmp_path, seqs, **over) -> RecommendationTask:
     path = tmp_path / "data.txt"
     write_txt(path, seqs)
-    from tasks.cli import resolve_train_args
+    from panformer.tasks.cli import resolve_train_args
 
     args, _ = resolve_train_args(RecommendationTask, ["--data", str(path), *QUICK, *sum(
         ([f"--{k.replace('_', '-')}", str(v)] for k, v in over.items()), [])])
@@ -186,11 +186,11 @@ def test_bert4rec_batches_use_core_masking(tmp_path):
 # -- end to end ------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def quick_run(tmp_path_factory):
-    from tasks.cli import main
+    from panformer.tasks.cli import main
 
     out = tmp_path_factory.mktemp("runs") / "rec"
     try:
-        from tasks.recommendation.data import movielens_100k
+        from panformer.tasks.recommendation.data import movielens_100k
 
         movielens_100k()
     except DataError as e:
@@ -228,7 +228,7 @@ def test_evaluate_and_predict(quick_run, cli):
 
 
 def test_ensemble_of_runs(quick_run, tmp_path, cli):
-    from tasks.cli import load_runs
+    from panformer.tasks.cli import load_runs
     other = tmp_path / "seed1"
     code, _, err = cli("train", "recommendation", *QUICK, "--seed", "1", "--max-steps", "20", "--out", other)
     assert code == 0, err

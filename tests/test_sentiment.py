@@ -11,7 +11,7 @@ QUICK = ["--quick", "--progress", "false"]
 
 @pytest.fixture(scope="module")
 def quick_run(tmp_path_factory):
-    from tasks.cli import main
+    from panformer.tasks.cli import main
 
     out = tmp_path_factory.mktemp("runs") / "sent"
     assert main(["train", "sentiment", *QUICK, "--max-steps", "150", "--out", str(out)]) == 0
@@ -41,7 +41,7 @@ def test_evaluate_matches_training_metrics(quick_run, cli):
 def test_ensemble_of_runs(quick_run, tmp_path, cli):
     import shutil
 
-    from tasks.cli import load_runs
+    from panformer.tasks.cli import load_runs
     other = tmp_path / "bpe"  # another kind of tokenizer: each member encodes the text for itself
     code, _, err = cli("train", "sentiment", *QUICK, "--tokenizer", "bpe", "--seed", "1", "--max-steps", "40",
                        "--out", other)
@@ -150,8 +150,8 @@ def test_empty_text_cell(tmp_path, train_error):
 def test_word_dropout_hides_ordinary_tokens_only_in_training():
     from types import SimpleNamespace
 
-    from core.tokenizer import train_tokenizer
-    from tasks.sentiment import SentimentTask
+    from panformer.core.tokenizer import train_tokenizer
+    from panformer.tasks.sentiment import SentimentTask
 
     task = SentimentTask(SimpleNamespace(token_dropout=0.5, label_smoothing=0.0))
     tok = task.tokenizer = train_tokenizer(["good film", "bad film"] * 5, "word", 50, min_frequency=1)

@@ -10,14 +10,14 @@ import soundfile as sf
 import torch
 import torch.nn.functional as F
 
-from core.errors import ConfigError, DataError
-from tasks.cli import load_run, main
-from tasks.speech.arguments import normalize_transcript
-from tasks.speech.ctc import (Lexicon, collapse_alignment, ctc_beam_decode, ctc_greedy_decode, ctc_prefix_beam_search,
+from panformer.core.errors import ConfigError, DataError
+from panformer.tasks.cli import load_run, main
+from panformer.tasks.speech.arguments import normalize_transcript
+from panformer.tasks.speech.ctc import (Lexicon, collapse_alignment, ctc_beam_decode, ctc_greedy_decode, ctc_prefix_beam_search,
                               ctc_scores)
-from tasks.speech.data import connect_digits, espeak_corpus, load_source, read_fsdd
-from tasks.speech.espeak import ESPEAK_RATE, espeak_synthesize
-from tasks.speech.frontend import (Conv2dSubsampling, LogMelFrontend, read_audio, resample, spec_augment,
+from panformer.tasks.speech.data import connect_digits, espeak_corpus, load_source, read_fsdd
+from panformer.tasks.speech.espeak import ESPEAK_RATE, espeak_synthesize
+from panformer.tasks.speech.frontend import (Conv2dSubsampling, LogMelFrontend, read_audio, resample, spec_augment,
                                    subsampled_lengths)
 
 FSDD = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "fsdd"
@@ -191,8 +191,8 @@ def test_connected_digits_from_fsdd_named_folder(tmp_path):
 
 @pytest.mark.skipif(not FSDD.is_dir(), reason="FSDD not in ../shared/data/fsdd")
 def test_fsdd_held_out_speaker_split():
-    from tasks import get_task
-    from tasks.cli import resolve_train_args
+    from panformer.tasks import get_task
+    from panformer.tasks.cli import resolve_train_args
 
     cls = get_task("speech")
     args, _ = resolve_train_args(cls, ["--data", str(FSDD), "--fsdd-mode", "single", "--test-speakers", "theo",
@@ -245,8 +245,8 @@ def test_quick_run_learns_and_reloads(tmp_path, capsys):
 
 
 def test_hybrid_ctc_attention_model_decodes(tmp_path):
-    from tasks import get_task
-    from tasks.cli import resolve_train_args
+    from panformer.tasks import get_task
+    from panformer.tasks.cli import resolve_train_args
 
     cls = get_task("speech")
     args, _ = resolve_train_args(cls, ["--quick", "--builtin-size", "12", "--ctc-weight", "0.5", "--n-layers", "1",

@@ -4,11 +4,11 @@ import sys
 
 import pytest
 
-from core.tokenizer import train_tokenizer
+from panformer.core.tokenizer import train_tokenizer
 
 SCRIPT = """
 import hashlib, sys
-from core.tokenizer import train_tokenizer
+from panformer.core.tokenizer import train_tokenizer
 texts = [f"the {w}ing of {v}ed things, {w}{v}ly!" for w in ("walk", "talk", "sing", "bring", "zap")
          for v in ("jump", "hop", "skip", "trip", "zig", "quux")] * 3
 print(hashlib.md5(train_tokenizer(texts, sys.argv[1], vocab_size=300, lowercase=True).tok.to_str().encode()).hexdigest())

@@ -11,11 +11,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from core.checkpoint import read_weights_metadata
-from tasks.cli import load_run, main
-from tasks.translation import TranslationTask, average_state_dicts, number_expression_pairs
-from tasks.translation.data import read_source
-from tasks.translation.decode import pad_batch, sequence_log_probs, translate_ids
+from panformer.core.checkpoint import read_weights_metadata
+from panformer.tasks.cli import load_run, main
+from panformer.tasks.translation import TranslationTask, average_state_dicts, number_expression_pairs
+from panformer.tasks.translation.data import read_source
+from panformer.tasks.translation.decode import pad_batch, sequence_log_probs, translate_ids
 
 pytest.importorskip("num2words")
 

@@ -10,13 +10,13 @@ import pytest
 import soundfile as sf
 import torch
 
-from core import TransformerConfig
-from core.errors import DataError
-from tasks.tts import TTSTask
-from tasks.tts.arguments import TTSArguments
-from tasks.tts.audio import MEL_FLOOR, GriffinLimVocoder, dtw_l1, mel_frontend
-from tasks.tts.data import tts_corpus
-from tasks.tts.model import TransformerTTS, guided_attention_loss
+from panformer.core import TransformerConfig
+from panformer.core.errors import DataError
+from panformer.tasks.tts import TTSTask
+from panformer.tasks.tts.arguments import TTSArguments
+from panformer.tasks.tts.audio import MEL_FLOOR, GriffinLimVocoder, dtw_l1, mel_frontend
+from panformer.tasks.tts.data import tts_corpus
+from panformer.tasks.tts.model import TransformerTTS, guided_attention_loss
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -14,10 +14,10 @@ from torchvision.models import vit_b_16
 from torchvision.models.vision_transformer import VisionTransformer as TVViT
 from torchvision.models.vision_transformer import interpolate_embeddings
 
-from core.errors import ConfigError, DataError
-from core.models import count_parameters
-from tasks.cli import main
-from tasks.vit import (ViTConfig, VisionTransformer, attention_rollout, digits, digits_split, from_torchvision,
+from panformer.core.errors import ConfigError, DataError
+from panformer.core.models import count_parameters
+from panformer.tasks.cli import main
+from panformer.tasks.vit import (ViTConfig, VisionTransformer, attention_rollout, digits, digits_split, from_torchvision,
                        interpolate_pos_embed, open_source)
 
 VIT_B_16_PARAMS = 86_567_656
@@ -230,8 +230,8 @@ def test_imagefolder_train_evaluate_predict(image_data, tmp_path, capsys):
 
 
 def test_pretrained_torchvision_weights_are_loaded(tmp_path, image_data):
-    from tasks.cli import resolve_train_args
-    from tasks.vit import VitTask
+    from panformer.tasks.cli import resolve_train_args
+    from panformer.tasks.vit import VitTask
 
     tv = _small_tv()
     torch.save(tv.state_dict(), tmp_path / "tv.pth")

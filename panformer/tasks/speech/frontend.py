@@ -1,0 +1,169 @@
+"""Audio front end: reading and resampling audio, log-mel features with per-utterance normalisation,
+SpecAugment and the 4x convolutional subsampling that feeds the core encoder.
+
+Frame arithmetic (``center=False``): a clip of N samples gives ``1 + (N - n_fft) // hop`` feature frames
+(``n_fft``: the window length rounded up to a power of two); two 3x3 stride-2 convolutions turn L frames
+into ``((L - 1) // 2 - 1) // 2`` encoder positions, so at least 7 frames (at 16 kHz with 25 ms windows
+and 10 ms hops: 1,472 samples, 92 ms) are needed for one CTC output.
+"""
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from panformer.core.errors import DataError
+
+__all__ = ["read_audio", "decode_audio_bytes", "resample", "LogMelFrontend", "spec_augment", "Conv2dSubsampling",
+           "subsampled_lengths", "MIN_FRAMES"]
+
+MIN_FRAMES = 7  # feature frames needed for one position after 4x subsampling
+
+
+def _mono(data: np.ndarray) -> np.ndarray:
+    data = np.asarray(data, dtype=np.float32)
+    return data.mean(axis=1) if data.ndim == 2 else data  # (N, C) → (N,): mix channels down
+
+
+def read_audio(path: str | Path, what: str = "audio") -> tuple[np.ndarray, int]:
+    """Read a wav / flac / ogg file with soundfile → (float32 mono samples (N,) in [-1, 1], sample rate).
+
+    Raises :class:`DataError` naming the file when it is missing, unreadable or empty.
+    """
+    import soundfile as sf
+
+    p = Path(path)
+    if not p.is_file():
+        raise DataError(f"{what}: audio file not found: {p}")
+    try:
+        data, sr = sf.read(str(p), dtype="float32", always_2d=False)
+    except Exception as e:  # noqa: BLE001 - soundfile.LibsndfileError, RuntimeError, ...
+        raise DataError(f"{what}: cannot decode audio file {p} ({str(e).strip() or type(e).__name__}); "
+                        f"expected a wav, flac or ogg file") from None
+    wave = _mono(data)
+    if wave.size == 0:
+        raise DataError(f"{what}: audio file {p} has no samples")
+    return wave, int(sr)
+
+
+def decode_audio_bytes(data: bytes, what: str) -> tuple[np.ndarray, int]:
+    """Like :func:`read_audio` for an in-memory encoded file (Hugging Face ``Audio(decode=False)`` bytes)."""
+    import soundfile as sf
+
+    try:
+        wave, sr = sf.read(io.BytesIO(data), dtype="float32", always_2d=False)
+    except Exception as e:  # noqa: BLE001
+        raise DataError(f"{what}: cannot decode audio bytes ({str(e).strip() or type(e).__name__})") from None
+    wave = _mono(wave)
+    if wave.size == 0:
+        raise DataError(f"{what}: audio has no samples")
+    return wave, int(sr)
+
+
+def resample(wave: np.ndarray | Tensor, orig_sr: int, new_sr: int) -> Tensor:
+    """Polyphase (Kaiser-windowed FIR) resampling of (N,) samples → float32 tensor (N * new_sr / orig_sr,)."""
+    if orig_sr == new_sr:
+        return torch.as_tensor(wave, dtype=torch.float32)
+    from math import gcd
+
+    from scipy.signal import resample_poly
+
+    g = gcd(orig_sr, new_sr)
+    x = wave.detach().cpu().numpy() if isinstance(wave, Tensor) else np.asarray(wave)
+    return torch.from_numpy(resample_poly(x.astype(np.float32), new_sr // g, orig_sr // g).astype(np.float32))
+
+
+class LogMelFrontend(nn.Module):
+    """(N,) samples at ``sample_rate`` → (T, n_mels) log-mel features, mean/variance normalised per
+    utterance and mel bin (so recording level and channel colour do not matter)."""
+
+    def __init__(self, sample_rate: int = 16000, n_mels: int = 80, win_ms: float = 25.0, hop_ms: float = 10.0) -> None:
+        super().__init__()
+        import torchaudio.transforms as AT
+
+        self.sample_rate, self.n_mels = sample_rate, n_mels
+        self.win = int(round(sample_rate * win_ms / 1000))
+        self.hop = int(round(sample_rate * hop_ms / 1000))
+        self.n_fft = n_fft = 1 << (self.win - 1).bit_length()
+        self.mel = AT.MelSpectrogram(sample_rate=sample_rate, n_fft=n_fft, win_length=self.win, hop_length=self.hop,
+                                     n_mels=n_mels, center=False, power=2.0, f_min=20.0, f_max=sample_rate / 2)
+
+    def num_frames(self, num_samples: int) -> int:
+        """Feature frames for a clip of ``num_samples`` (0 when shorter than one FFT frame)."""
+        return 0 if num_samples < self.n_fft else 1 + (num_samples - self.n_fft) // self.hop
+
+    @property
+    def min_samples(self) -> int:
+        """Shortest clip that yields one encoder position after 4x subsampling."""
+        return self.n_fft + (MIN_FRAMES - 1) * self.hop
+
+    @torch.no_grad()
+    def log_mel(self, wave: Tensor, floor: float = 1e-6) -> Tensor:
+        """wave (N,) → (T, n_mels) natural-log mel power ``log(mel + floor)``, not normalised (TTS targets)."""
+        if wave.numel() < self.n_fft:
+            raise ValueError(f"{wave.numel()} samples is shorter than one {self.n_fft}-sample analysis frame")
+        return torch.log(self.mel(wave.float()) + floor).transpose(0, 1)  # (T, n_mels)
+
+    @torch.no_grad()
+    def forward(self, wave: Tensor) -> Tensor:
+        """wave (N,) → (T, n_mels) with T = :meth:`num_frames` (N)."""
+        feats = self.log_mel(wave)  # (T, n_mels)
+        mean, std = feats.mean(0, keepdim=True), feats.std(0, keepdim=True, unbiased=False)
+        return (feats - mean) / (std + 1e-5)
+
+
+def spec_augment(feats: Tensor, lengths: Tensor, freq_masks: int = 2, freq_width: int = 27, time_masks: int = 2,
+                 time_width: float = 0.05, generator: torch.Generator | None = None) -> Tensor:
+    """SpecAugment (Park et al. 2019) without time warping: zero ``freq_masks`` bands of up to ``freq_width``
+    mel bins and ``time_masks`` spans of up to ``time_width`` x length frames, independently per utterance.
+
+    feats (B, T, F) normalised features (0 is the mean), lengths (B,) valid frames → masked copy (B, T, F).
+    """
+    B, T, F = feats.shape
+    dev = feats.device
+
+    def spans(n: int, max_width: Tensor, size: Tensor) -> Tensor:  # → bool (B, n, size.max())
+        width = (torch.rand(B, n, generator=generator) * (max_width[:, None].float() + 1)).long()
+        start = (torch.rand(B, n, generator=generator) * (size[:, None] - width).clamp(min=1).float()).long()
+        pos = torch.arange(int(size.max()))[None, None, :]
+        return (pos >= start[..., None]) & (pos < (start + width)[..., None])
+
+    out = feats.clone()
+    if freq_masks > 0 and freq_width > 0:
+        f_mask = spans(freq_masks, torch.full((B,), min(freq_width, F)), torch.full((B,), F)).any(1)  # (B, F)
+        out = out.masked_fill(f_mask[:, None, :].to(dev), 0.0)
+    if time_masks > 0 and time_width > 0:
+        lens = lengths.cpu().clamp(min=1)
+        t_mask = spans(time_masks, (lens.float() * time_width).long(), torch.full((B,), T)).any(1)  # (B, T)
+        t_mask &= torch.arange(T)[None, :] < lens[:, None]
+        out = out.masked_fill(t_mask[:, :, None].to(dev), 0.0)
+    return out
+
+
+def subsampled_lengths(frames: Tensor) -> Tensor:
+    """Frames L → positions after two 3x3 stride-2 convolutions: ((L - 1) // 2 - 1) // 2 (never below 0)."""
+    return (((frames - 1) // 2 - 1) // 2).clamp(min=0)
+
+
+class Conv2dSubsampling(nn.Module):
+    """4x subsampling in time (ESPnet / Conformer style): two Conv2d(3x3, stride 2) + ReLU over the
+    (time, mel) plane, then a linear map of channels x reduced mels to d_model.
+
+    (B, T, F) features → (B, T', d_model) with T' = :func:`subsampled_lengths` (T).
+    """
+
+    def __init__(self, n_mels: int, d_model: int, channels: int = 64) -> None:
+        super().__init__()
+        self.conv = nn.Sequential(nn.Conv2d(1, channels, 3, stride=2), nn.ReLU(),
+                                  nn.Conv2d(channels, channels, 3, stride=2), nn.ReLU())
+        f_out = ((n_mels - 1) // 2 - 1) // 2
+        self.proj = nn.Linear(channels * f_out, d_model)
+
+    def forward(self, feats: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
+        x = self.conv(feats.unsqueeze(1))  # (B, C, T', F')
+        B, C, T, F = x.shape
+        x = self.proj(x.permute(0, 2, 1, 3).reshape(B, T, C * F))  # (B, T', d_model)
+        return x, subsampled_lengths(lengths)
