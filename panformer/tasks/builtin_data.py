@@ -16,6 +16,7 @@ else PyPI; a PEP 503 / 691 simple index, ``file://`` folders included. The READM
 from __future__ import annotations
 
 import hashlib
+import html
 import importlib.util
 import io
 import json
@@ -134,7 +135,7 @@ def _links(index: str, project: str) -> dict[str, str]:
     if "json" in kind:
         return {f["filename"]: urllib.parse.urljoin(url, f["url"]) for f in json.loads(body).get("files", [])}
     links = re.findall(r"<a\s[^>]*?href=[\"']([^\"']+)[\"'][^>]*>\s*([^<]+?)\s*</a>", body, re.I)
-    return {name: urllib.parse.urljoin(url, href).split("#")[0] for href, name in links}
+    return {html.unescape(name): urllib.parse.urljoin(url, html.unescape(href)).split("#")[0] for href, name in links}
 
 
 def _download(art: Artifact, dest: Path) -> None:
