@@ -78,7 +78,7 @@ class TextClassifier(nn.Module):
         self.encoder = encoder if encoder is not None else Encoder(cfg)
         self.dropout = nn.Dropout(cfg.dropout)
         self.head = nn.Linear(cfg.d_model, num_classes)
-        self.pooler = (pooler or BertPooler(cfg.d_model)) if pooling == "pooler" else None
+        self.pooler = None if pooling != "pooler" else pooler if pooler is not None else BertPooler(cfg.d_model)
 
     def forward(self, ids: Tensor, output_attentions: bool = False):
         mask = ids.eq(self.pad_id)  # (B, T) True at padding
