@@ -88,7 +88,7 @@ class DetectionTask(Task):
     quick = dict(max_time_minutes=1.0, schedule_clock="time", max_steps=100_000, builtin_scenes=2000, max_digits=2,
                  d_model=64, n_heads=4, n_encoder_layers=1,
                  n_decoder_layers=2, d_ff=128, num_queries=6, small_channels=[16, 32, 64], batch_size=16,
-                 warmup_steps=10, eval_every=60, num_draw=2)
+                 warmup_steps=10, eval_every=400, num_draw=2, lr=1e-3)
     predict_help = "IMAGE... image files to detect objects in"
 
     # -- data -------------------------------------------------------------------------------------
