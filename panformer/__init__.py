@@ -17,7 +17,7 @@ def load(run, device: str = "auto", task: str | None = None, **options):
 
     >>> run = panformer.load("runs/sentiment")                  # doctest: +SKIP
     >>> run.predict(["a delight from start to finish"])         # doctest: +SKIP
-    [{'text': 'a delight from start to finish', 'label': 1, 'probability': 0.93}]
+    [{'text': 'a delight from start to finish', 'label': 'positive', 'probability': 0.93}]
     """
     from panformer.tasks.runs import load as _load  # torch and the tasks load here, not on `import panformer`
 

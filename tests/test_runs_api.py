@@ -18,6 +18,8 @@ import panformer
 from panformer.tasks import cli as cli_module
 from panformer.tasks.builtin_data import movie_review_snippets
 
+from conftest import InterruptAt
+
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 QUICK = ["--quick", "--progress", "false", "--max-steps", "40", "--eval-every", "20"]
@@ -78,6 +80,9 @@ def test_a_moved_run_whose_data_is_gone_is_evaluated_on_new_test_data(run, data,
         code, out, err = cli("evaluate", "sentiment", "--run", moved, "--valid-data", data["new"], "--split", "valid")
         assert code == 0, err
         assert json.loads(out)["accuracy"] == metrics["accuracy"]
+        code, out, err = cli("evaluate", "sentiment", "--run", moved, "--data", data["new"])  # its seeded test cut
+        assert code == 0, err
+        assert 0 < json.loads(out)["accuracy"] <= 1 and json.loads(out) != metrics
         # the same through Python, which also writes metrics.json where asked
         api = panformer.load(moved, device="cpu").evaluate(test_data=str(data["new"]), out_dir=tmp_path / "ev")
         assert api == metrics == json.loads((tmp_path / "ev" / "metrics.json").read_text())
@@ -144,22 +149,13 @@ def test_config_of_a_run_reproduces_it_and_refuses_other_tasks(run, tmp_path, cl
     assert not (tmp_path / "never").exists()
 
 
-class _InterruptAt:
-    def __init__(self, step: int) -> None:
-        self.step = step
-
-    def on_step_end(self, trainer, logs) -> None:
-        if trainer.state.step == self.step:
-            raise KeyboardInterrupt
-
-
 def test_resume_alone_continues_the_run_exactly(run, data, tmp_path, cli, monkeypatch):
     interrupted = tmp_path / "interrupted"
 
     class Interrupted(cli_module.Trainer):
         def __init__(self, *a, **kw) -> None:
             super().__init__(*a, **kw)
-            self.callbacks.append(_InterruptAt(25))
+            self.callbacks.append(InterruptAt(25))
 
     monkeypatch.setattr(cli_module, "Trainer", Interrupted)
     code, _, err = cli("train", "sentiment", *QUICK, "--data", data["train"], "--out", interrupted)

@@ -160,7 +160,8 @@ def _load_hf(spec: HubSpec, shown: str, what: str, want: str, explicit: bool):
         raise
     except Exception as e:  # noqa: BLE001 - offline, unknown name, a config is missing, a bad file ...
         hint = "; name one as NAME:CONFIG" if "onfig" in str(e) else ""
-        raise DataError(f"{what}: cannot load Hugging Face dataset {shown!r} "
+        kind = "the dataset folder" if path.is_dir() else "Hugging Face dataset"
+        raise DataError(f"{what}: cannot load {kind} {shown!r} "
                         f"{'config ' + repr(spec.config) + ' ' if spec.config else ''}split {want!r} "
                         f"({_first_line(e)}){hint}") from None
     if isinstance(found, datasets.DatasetDict):

@@ -104,15 +104,16 @@ def _resume_argv(argv: Sequence[str]) -> tuple[list[str], str | None]:
     out, run, rest = [], None, list(argv)
     while rest:
         arg = rest.pop(0)
-        value = arg.split("=", 1)[1] if arg.startswith("--resume=") else None
         if arg == "--resume" and rest and not rest[0].startswith("-"):
             value = rest.pop(0)
-        if value is None and arg != "--resume" and not arg.startswith("--resume="):
+        elif arg.startswith("--resume="):
+            value = arg.split("=", 1)[1]
+        else:
             out.append(arg)
             continue
         try:
-            out += ["--resume", str(str2bool(value))] if value is not None else ["--resume"]
-        except argparse.ArgumentTypeError:  # not a boolean: a run directory
+            out += ["--resume", str(str2bool(value))]
+        except argparse.ArgumentTypeError:  # not a boolean: the run directory
             out.append("--resume")
             run = value
     return out, run
