@@ -95,6 +95,9 @@ class Task:
     baselines: ClassVar[dict[str, dict[str, Any]]] = {}
     # the options that give a split its own data (``evaluate`` reads only them when they are given without --data)
     split_options: ClassVar[dict[str, tuple[str, ...]]] = {"valid": ("valid_data",), "test": ("test_data",)}
+    # a task whose outputs another task's trained run scores (``--judge RUN``): `compare` runs that task first and
+    # passes its Transformer run, e.g. tts is judged by a speech model, image generation by a ViT
+    judged_by: ClassVar[str | None] = None
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)

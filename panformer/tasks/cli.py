@@ -65,6 +65,15 @@ def _task_parser(task_cls: type, command: str, defaults: dict[str, Any]) -> argp
     return p
 
 
+def quick_layer(quick: dict[str, Any], explicit: dict[str, Any]) -> dict[str, Any]:
+    """``--quick``'s settings. Their length is a wall-clock budget (``max_time_minutes``, with the lr schedule
+    spread over it: ``schedule_clock`` time); an explicit ``--max-steps`` or ``--epochs`` replaces the budget by
+    that step count, which makes the run reproducible step for step (what tests want)."""
+    if not {"max_steps", "epochs"} & set(explicit):
+        return quick
+    return {k: v for k, v in quick.items() if k not in ("max_time_minutes", "schedule_clock", "max_steps")}
+
+
 def resolve_train_args(task_cls: type, argv: Sequence[str], recipe_defaults: dict[str, Any] | None = None):
     """(every resolved option as a namespace, the TrainingArguments) of ``train TASK argv``.
 
@@ -89,7 +98,7 @@ def resolve_train_args(task_cls: type, argv: Sequence[str], recipe_defaults: dic
     quick = given.get("quick", config_layer.get("quick", run_layer.get("quick", (recipe_defaults or {}).get("quick", False))))
     layers = [task_cls.defaults, recipe_defaults or {}]
     if quick:
-        layers.append(task_cls.quick)
+        layers.append(quick_layer(task_cls.quick, {**run_layer, **config_layer, **given}))
     layers += [init_layer, run_layer, config_layer]
     classes = [DataArguments, TrainingArguments, RunArguments, task_cls.Arguments]
     parts = resolve_arguments(classes, given, layers)
