@@ -328,6 +328,8 @@ commands:
   evaluate TASK --run DIR       evaluate a trained run (optionally on other --data)
   predict TASK --run DIR INPUT  predict for raw inputs
   compare [options]             run several tasks and report them side by side
+  data [list | fetch [NAME...]] the built-in datasets: where each is found; fetch them now
+  export TASK --run DIR --out DIR   write a run as a Hugging Face transformers folder
 """
 
 
@@ -349,8 +351,17 @@ def main(argv: Sequence[str] | None = None, recipe_defaults: dict[str, Any] | No
             from .compare import main as compare_main
 
             return compare_main(rest)
+        if cmd == "data":
+            from .builtin_data import main as data_main
+
+            return data_main(rest)
+        if cmd == "export":
+            from .export import main as export_main
+
+            return export_main(rest)
         if cmd not in ("train", "evaluate", "predict"):
-            raise ConfigError(f"unknown command {cmd!r}; expected tasks, train, evaluate, predict or compare")
+            raise ConfigError(f"unknown command {cmd!r}; expected tasks, train, evaluate, predict, compare, data or "
+                              f"export")
         if not rest or rest[0].startswith("-"):
             raise ConfigError(f"`{PROG} {cmd}` needs a TASK: one of {', '.join(available_tasks())}")
         task_name, rest = rest[0], rest[1:]

@@ -84,7 +84,7 @@ class MusicTask(Task):
     summary = "symbolic music: decoder-only LM over note events (Bach chorales); MIDI + piano roll; perplexity, pitch-class statistics"
     Arguments = MusicArguments
     main_metric = "loss"
-    report_metrics = ("perplexity", "pch_distance")
+    report_metrics = ("perplexity", "pch_distance", "in_key_share", "in_key_share_real")
     model_fields = MODEL_FIELDS
     predict_without_inputs = True
     predict_help = "PROMPT... MIDI / MusicXML files or music21 corpus names to continue (nothing: from scratch)"
