@@ -10,7 +10,7 @@ import json
 import sys
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -24,7 +24,7 @@ from panformer.core.pretrained import BertPooler, load_tokenizer
 from panformer.core.tokenizer import TextTokenizer, train_tokenizer
 
 from . import register
-from .base import ListDataset, Task
+from .base import ListDataset, Task, split_flag
 from .builtin_data import movie_review_snippets
 
 __all__ = ["SentimentTask", "SentimentArguments", "TextClassifier", "TextClassifierEnsemble"]
@@ -148,10 +148,12 @@ class SentimentTask(Task):
             self.data_name = Path(a.data).name
         self.splits = assemble_splits(
             len(texts), lambda ids: ([texts[i] for i in ids], [labels[i] for i in ids]),
-            valid=self._read(a.valid_data, "--valid-data") if a.valid_data else None,
-            test=self._read(a.test_data, "--test-data") if a.test_data else None,
+            valid=self.read_split(a.valid_data, "valid"), test=self.read_split(a.test_data, "test"),
             valid_fraction=a.valid_fraction, test_fraction=a.test_fraction, seed=a.seed,
             max_examples=a.max_examples, size=lambda part: len(part[0]))
+
+    def read_split(self, source: str | None, split: str) -> tuple[list[str], list[Any]] | None:
+        return self._read(source, split_flag(split)) if source else None
 
     def fit_assets(self) -> None:
         a = self.args
@@ -165,9 +167,12 @@ class SentimentTask(Task):
             self.tokenizer = train_tokenizer(train_texts, a.tokenizer, a.vocab_size, lowercase=a.lowercase)
         self._check_labels()
 
-    def _check_labels(self) -> None:
+    def check_assets(self, splits: Sequence[str] | None = None) -> None:
+        self._check_labels(list(self.splits) if splits is None else splits)
+
+    def _check_labels(self, splits: Sequence[str] = ("valid", "test")) -> None:
         index = {v: i for i, v in enumerate(self.labels)}
-        for split in ("valid", "test"):
+        for split in splits:
             if self.splits.get(split) is None:
                 continue
             for i, y in enumerate(self.splits[split][1]):

@@ -1,5 +1,5 @@
 """Text for language modelling: the built-in CPython ``pydoc_data.topics``, a text file (``.gz``
-accepted), a folder of ``.txt`` files, a table with a text column or a Hugging Face dataset; plus
+accepted), a folder of ``.txt`` files, a table with a text column or a dataset (``NAME[:CONFIG][:SPLIT]``); plus
 fast encoding to one token stream and contiguous train/valid/test cuts."""
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from panformer.core.data import TABLE_SUFFIXES, cut_by_fractions, is_hub_name, load_table, read_lines
+from panformer.core.data import TABLE_SUFFIXES, cut_by_fractions, is_saved_dataset, load_table, read_lines
 from panformer.core.errors import DataError
 from panformer.core.tokenizer import TextTokenizer
 
@@ -37,7 +37,7 @@ def _read_text_file(path: Path, what: str) -> str:
 def read_documents(source: str, what: str, text_column: str | None = None) -> list[str]:
     """Documents of ``source``: one per text file, one per table row; raises DataError when empty."""
     path = Path(source).expanduser()
-    if path.is_dir():
+    if path.is_dir() and not is_saved_dataset(path):
         files = sorted(p for p in path.rglob("*") if p.is_file() and p.name.endswith((".txt", ".txt.gz")))
         if not files:
             raise DataError(f"{what}: folder {path} has no .txt files")
@@ -48,8 +48,6 @@ def read_documents(source: str, what: str, text_column: str | None = None) -> li
     suffix = "".join(s for s in path.suffixes if s != ".gz").lower()
     if path.is_file() and not any(suffix.endswith(s) for s in TABLE_SUFFIXES):
         return [_read_text_file(path, what)]
-    if not path.exists() and not is_hub_name(source):
-        raise DataError(f"{what}: file not found: {source}")
     ds = load_table(source, what)
     col = text_column or next((c for c in TEXT_COLUMNS if c in ds.column_names), None)
     if col is None or col not in ds.column_names:

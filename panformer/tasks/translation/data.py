@@ -7,7 +7,7 @@ import random
 from pathlib import Path
 from typing import Any
 
-from panformer.core.data import load_table, read_lines, require_columns
+from panformer.core.data import is_saved_dataset, load_table, read_lines, require_columns
 from panformer.core.errors import DataError
 
 __all__ = ["number_expression_pairs", "read_parallel_files", "read_parallel_table", "resolve_prefix", "read_source"]
@@ -133,7 +133,7 @@ def read_parallel_files(source_file: str, target_file: str, what: str = "--sourc
 
 
 def read_parallel_table(source: str, what: str, source_column: str | None, target_column: str | None,
-                        source_lang: str, target_lang: str, split: str = "train") -> Pairs:
+                        source_lang: str, target_lang: str, split: str | None = None) -> Pairs:
     """A CSV / TSV / JSON / JSONL / Parquet file or a hub dataset with a source and a target column,
     or a ``translation`` column of ``{lang: text}`` dicts (the WMT / OPUS layout on the hub). Columns
     default to the first present of (language code, ``source``/``target``, ``src``/``tgt``)."""
@@ -174,8 +174,8 @@ def read_source(source: str, what: str, a: Any) -> Pairs:
     pair = resolve_prefix(source, a.source_lang, a.target_lang)
     if pair is not None:
         return read_parallel_files(str(pair[0]), str(pair[1]), f"{what} (source)/{what} (target)")
-    if Path(source).is_dir():
+    if Path(source).is_dir() and not is_saved_dataset(source):
         raise DataError(f"{what}: {source} is a folder; pass a file PREFIX so that PREFIX.{a.source_lang} and "
-                        f"PREFIX.{a.target_lang} (or .gz) exist, or a .csv/.tsv/.jsonl/.parquet table")
-    split = {"--data": "train", "--valid-data": "validation", "--test-data": "test"}.get(what, "train")
-    return read_parallel_table(source, what, a.source_column, a.target_column, a.source_lang, a.target_lang, split)
+                        f"PREFIX.{a.target_lang} (or .gz) exist, a .csv/.tsv/.jsonl/.parquet table or a dataset "
+                        f"NAME[:CONFIG][:SPLIT]")
+    return read_parallel_table(source, what, a.source_column, a.target_column, a.source_lang, a.target_lang)
