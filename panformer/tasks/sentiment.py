@@ -119,8 +119,8 @@ class SentimentTask(Task):
     report_metrics = ("accuracy", "f1")  # shown by `panformer compare`
     defaults = dict(epochs=10, batch_size=64, lr=5e-4, schedule="cosine", warmup_steps=200, weight_decay=0.05,
                     metric_for_best="accuracy", label_smoothing=0.0)
-    quick = dict(max_time_minutes=0.5, schedule_clock="time", max_steps=100_000, d_model=64, n_heads=2, n_layers=1,
-                 d_ff=128, vocab_size=2000, batch_size=32, warmup_steps=30, eval_every=300)
+    quick = dict(max_time_minutes=0.5, schedule_clock="time", max_steps=100_000, d_model=64, n_heads=4, n_layers=1,
+                 d_ff=128, vocab_size=2000, batch_size=32, lr=2e-3, warmup_steps=30, eval_every=300)
     predict_help = "TEXT... sentences to classify"
     baselines = {"lstm": {"arch": "lstm"}, "gru": {"arch": "gru"}}
 
