@@ -144,7 +144,7 @@ def render_markdown(results: dict[str, Any]) -> str:
     rows = results.get("rows", [])
     lines = ["# panformer compare", "",
              f"`{results.get('command', '')}` — started {results.get('started', '?')}, "
-             f"{'--quick (tiny models, few steps)' if results.get('quick') else 'full recipes'}, "
+             f"{'--quick (small models, fixed time budgets)' if results.get('quick') else 'full recipes'}, "
              f"data: {results.get('data_root') or 'built-in'}, total {fmt_metric(results.get('total_time_s'))} s.", ""]
     summary = results.get("summary") or summarize(results)
     lines += [summary["intro"], ""] + [f"- {text}" for text in summary["tasks"].values()] + [""]
