@@ -35,6 +35,8 @@ def _torchrun(*argv: str, nproc: int = 2) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR",
                                                             "MASTER_PORT")}
     env.update(OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    if os.environ.get("PANFORMER_TEST_SEED") and argv[:1] == ("train",) and "--seed" not in argv:
+        argv = (*argv, "--seed", os.environ["PANFORMER_TEST_SEED"])  # what conftest gives in-process runs
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
            "-m", "panformer", *argv]
     try:
