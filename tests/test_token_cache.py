@@ -121,8 +121,11 @@ def train_batches(monkeypatch, tmp_path, task: str, argv: list[str], n: int = 4)
 
     monkeypatch.setattr(cls, "loss", spy)
     out = tmp_path / f"run{len(list(tmp_path.glob('run*')))}"
-    assert main(["train", task, "--quick", "--progress", "false", "--out", str(out), *map(str, argv)]) == 0
+    argv = [str(x) for x in argv]
+    assert main(["train", task, "--quick", "--progress", "false", "--out", str(out), *argv]) == 0
     monkeypatch.setattr(cls, "loss", loss)
+    if "--cache-dir" in argv:  # the memory-mapped path was taken
+        assert list(Path(argv[argv.index("--cache-dir") + 1]).glob(f"{task}-*/manifest.json"))
     assets = "".join(p.read_text() for p in sorted((out / "assets").iterdir()))
     return seen, json.loads((out / "metrics.json").read_text()), assets
 
@@ -223,3 +226,77 @@ def test_cache_options_give_one_line_errors(tmp_path, train_error):
     assert "contains no text" in train_error("generation", "--data", tmp_path / "blank.txt", "--cache-dir", tmp_path / "c")
     (tmp_path / "file").write_text("x")
     assert "--cache-dir" in train_error("generation", "--cache-dir", tmp_path / "file" / "sub")
+
+
+def sentiment_table(path: Path, n: int = 600) -> Path:
+    rng = random.Random(1)
+    words = "good bad great awful fine dull superb weak moving flat the a film plot actors was very not".split()
+    rows = ["label\tsentence"] + [f"{rng.choice(['pos', 'neg', 7])}\t{' '.join(rng.choices(words, k=rng.randint(1, 30)))}"
+                                  for _ in range(n)]
+    path.write_text("\n".join(rows) + "\n")
+    return path
+
+
+@pytest.mark.parametrize("tokenizer", ["wordpiece", "char"])
+def test_sentiment_memmap_batches_equal_in_memory(tokenizer, tmp_path, monkeypatch):
+    data = sentiment_table(tmp_path / "train.tsv")
+    argv = ["--data", data, "--tokenizer", tokenizer, "--max-steps", "3", "--max-examples", "400", "--max-len", "12",
+            "--pooling", "cls", "--batch-size", "16", "--eval-every", "1000"]
+    base = train_batches(monkeypatch, tmp_path, "sentiment", argv)
+    mapped = train_batches(monkeypatch, tmp_path, "sentiment", [*argv, "--cache-dir", tmp_path / "cache"])
+    assert_same_batches(base[0], mapped[0])
+    assert base[2] == mapped[2]  # tokenizer and labels
+    assert base[1]["accuracy"] == mapped[1]["accuracy"] and base[1]["loss"] == pytest.approx(mapped[1]["loss"], abs=1e-6)
+    streamed = train_batches(monkeypatch, tmp_path, "sentiment", [*argv, "--streaming", "--cache-dir", tmp_path / "c2"])
+    assert_same_batches(base[0], streamed[0])
+
+
+@pytest.mark.parametrize("shared", ["true", "false"])
+def test_translation_memmap_batches_equal_in_memory(shared, tmp_path, monkeypatch):
+    from panformer.tasks.translation import number_expression_pairs
+
+    src, tgt = number_expression_pairs(300, seed=3)
+    (tmp_path / "p.de").write_text("\n".join(src) + "\n")
+    (tmp_path / "p.en").write_text("\n".join(tgt) + "\n\n")  # one trailing blank line is tolerated
+    argv = ["--data", tmp_path / "p", "--shared-vocab", shared, "--tie-embeddings", shared, "--vocab-size", "200",
+            "--max-len", "10", "--max-steps", "3", "--eval-every", "1000", "--beam-size", "1", "--batch-size", "16",
+            "--attention-examples", "0"]
+    base = train_batches(monkeypatch, tmp_path, "translation", argv)
+    mapped = train_batches(monkeypatch, tmp_path, "translation", [*argv, "--cache-dir", tmp_path / "cache"])
+    assert_same_batches(base[0], mapped[0])
+    assert base[2] == mapped[2] and base[1]["bleu"] == mapped[1]["bleu"]
+    assert len(list((tmp_path / "cache").iterdir())) == (1 if shared == "true" else 2)  # one cache per vocabulary
+
+
+@pytest.mark.parametrize("kind", ["sasrec-txt", "csv-stride", "jsonl-streaming"])
+def test_recommendation_memmap_batches_equal_in_memory(kind, tmp_path, monkeypatch):
+    from panformer.tasks.recommendation.data import markov_sequences
+
+    seqs = markov_sequences(num_users=120, num_items=40, length=12, seed=2)
+    rng = random.Random(0)
+    rows = [(u, it, t) for u, s in seqs.items() for t, it in enumerate(s)]
+    rng.shuffle(rows)  # file order is not time order; ties (same t) keep the file order
+    argv = ["--max-steps", "3", "--eval-every", "1000", "--max-len", "8", "--batch-size", "16"]
+    if kind == "sasrec-txt":
+        rows.sort(key=lambda r: r[2])
+        data = tmp_path / "inter.txt"
+        data.write_text("".join(f"{u} {it}\n" for u, it, _ in rows))
+    else:
+        data = tmp_path / ("inter.csv" if kind == "csv-stride" else "inter.jsonl")
+        ratings = [rng.randint(1, 5) for _ in rows]
+        if kind == "csv-stride":
+            data.write_text("user_id,item_id,timestamp,rating\n" + "".join(
+                f"u{u},i{it},{1000 + t},{r}\n" for (u, it, t), r in zip(rows, ratings)))
+            argv += ["--window-stride", "3", "--min-item-interactions", "5", "--model", "bert4rec"]
+        else:
+            data.write_text("".join(json.dumps({"user": int(u), "item": int(it), "time": f"2020-01-{1 + t:02d}T00:00:00",
+                                                "rating": r}) + "\n" for (u, it, t), r in zip(rows, ratings)))
+            argv += ["--min-rating", "2", "--loss", "bce"]
+    argv += ["--data", data]
+    base = train_batches(monkeypatch, tmp_path, "recommendation", argv)
+    extra = ["--streaming"] if kind == "jsonl-streaming" else []
+    mapped = train_batches(monkeypatch, tmp_path, "recommendation", [*argv, *extra, "--cache-dir", tmp_path / "cache"])
+    assert_same_batches(base[0], mapped[0])
+    assert base[2] == mapped[2]  # the item catalogue
+    for k in ("sampled/ndcg@10", "full/ndcg@10", "users"):
+        assert base[1][k] == mapped[1][k], k

@@ -14,7 +14,7 @@ import numpy as np
 from .data import TABLE_SUFFIXES, _quiet_datasets, _suffix, is_hub_name, load_table
 from .errors import DataError
 
-__all__ = ["RowSource", "BATCH_ROWS"]
+__all__ = ["RowSource", "ListRows", "take_by_pass", "BATCH_ROWS"]
 
 BATCH_ROWS = 4096
 
@@ -109,15 +109,42 @@ class RowSource:
         if not self.streaming:
             sub = self.ds.select_columns(list(columns)).select(indices.tolist())
             return {c: sub[c] for c in columns}
-        wanted = np.unique(indices)
-        found: dict[int, dict[str, Any]] = {}
-        start = 0
-        for batch in self.batches(columns):
-            n = len(batch[columns[0]])
-            hit = wanted[(wanted >= start) & (wanted < start + n)]
-            for i in hit.tolist():
-                found[i] = {c: batch[c][i - start] for c in columns}
-            start += n
-            if len(found) == wanted.size:
-                break
-        return {c: [found[int(i)][c] for i in indices] for c in columns}
+        return take_by_pass(self.batches(columns), indices, columns)
+
+
+def take_by_pass(batches: Iterator[dict[str, list]], indices: Sequence[int] | np.ndarray,
+                 columns: Sequence[str]) -> dict[str, list]:
+    """The rows at ``indices`` (in that order) picked from one pass over ``batches``."""
+    indices = np.asarray(indices, dtype=np.int64)
+    wanted = np.unique(indices)
+    found: dict[int, dict[str, Any]] = {}
+    start = 0
+    for batch in batches:
+        n = len(batch[columns[0]])
+        for i in wanted[(wanted >= start) & (wanted < start + n)].tolist():
+            found[i] = {c: batch[c][i - start] for c in columns}
+        start += n
+        if len(found) == wanted.size:
+            break
+    return {c: [found[int(i)][c] for i in indices] for c in columns}
+
+
+class ListRows:
+    """Columns already in memory (built-in data) behind :class:`RowSource`'s interface."""
+
+    streaming = False
+
+    def __init__(self, columns: dict[str, list], source: str = "built-in data", what: str = "--data") -> None:
+        self.columns, self.source, self.what = columns, source, what
+        self.column_names = list(columns)
+
+    @property
+    def num_rows(self) -> int:
+        return len(next(iter(self.columns.values())))
+
+    def batches(self, columns: Sequence[str], batch_size: int = BATCH_ROWS) -> Iterator[dict[str, list]]:
+        for start in range(0, self.num_rows, batch_size):
+            yield {c: self.columns[c][start : start + batch_size] for c in columns}
+
+    def take(self, indices: Sequence[int] | np.ndarray, columns: Sequence[str]) -> dict[str, list]:
+        return {c: [self.columns[c][int(i)] for i in indices] for c in columns}

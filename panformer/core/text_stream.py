@@ -20,7 +20,7 @@ import numpy as np
 from .errors import DataError
 from .tokenizer import TextTokenizer
 
-__all__ = ["read_text_pieces", "join_documents", "count_chars", "cut_pieces", "safe_chunks", "paragraphs",
+__all__ = ["read_text_pieces", "iter_lines", "join_documents", "count_chars", "cut_pieces", "safe_chunks", "paragraphs",
            "encode_pieces", "PIECE_CHARS"]
 
 PIECE_CHARS = 1 << 23  # characters read at a time (8 Mi: 8-32 MB of str)
@@ -44,6 +44,22 @@ def read_text_pieces(path: str | Path, what: str, piece_chars: int | None = None
                 yield s
     except UnicodeDecodeError as e:
         raise DataError(f"{what}: {p} is not valid UTF-8 text (after character {done:,}: {e.reason})") from None
+    except (OSError, EOFError) as e:
+        raise DataError(f"{what}: cannot read {p} ({e})") from None
+
+
+def iter_lines(path: str | Path, what: str) -> Iterator[str]:
+    """The lines of :func:`core.data.read_lines`, one at a time (universal newlines, line ends dropped)."""
+    p = Path(path)
+    if not p.is_file():
+        raise DataError(f"{what}: file not found: {p}")
+    opener = gzip.open if p.suffix == ".gz" else open
+    try:
+        with opener(p, "rt", encoding="utf-8") as f:
+            for line in f:
+                yield line.rstrip("\r\n")
+    except UnicodeDecodeError as e:
+        raise DataError(f"{what}: {p} is not valid UTF-8 text (byte {e.start}: {e.reason})") from None
     except (OSError, EOFError) as e:
         raise DataError(f"{what}: cannot read {p} ({e})") from None
 

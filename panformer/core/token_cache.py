@@ -113,12 +113,15 @@ def _memmap(path: Path, dtype: str | np.dtype, length: int) -> np.ndarray:
 
 
 class _Lazy:
-    """Memory-maps its file on first use; pickles as (path, dtype, length), so DataLoader workers re-open it
-    instead of copying the array."""
+    """One field file. ``read(start, stop)`` copies a slice with ``os.pread`` -- random reads leave nothing
+    mapped, so the process's resident memory does not grow with the pages it has touched (nanoGPT re-creates
+    its memmap every batch for the same reason); ``array`` memory-maps the whole file for bulk operations.
+    Pickles as (path, dtype, length): DataLoader workers re-open the file instead of copying it."""
 
     def __init__(self, path: Path, dtype: str, length: int) -> None:
         self.path, self.dtype, self.length = Path(path), np.dtype(dtype), int(length)
         self._array: np.ndarray | None = None
+        self._fd: int | None = None
 
     @property
     def array(self) -> np.ndarray:
@@ -126,8 +129,22 @@ class _Lazy:
             self._array = _memmap(self.path, self.dtype, self.length)
         return self._array
 
+    def read(self, start: int, stop: int) -> np.ndarray:
+        start, stop = max(0, min(start, self.length)), max(0, min(stop, self.length))
+        if stop <= start:
+            return np.zeros(0, dtype=self.dtype)
+        if self._fd is None:
+            self._fd = os.open(self.path, os.O_RDONLY)
+        size = self.dtype.itemsize
+        return np.frombuffer(os.pread(self._fd, (stop - start) * size, start * size), dtype=self.dtype)
+
     def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "_array": None}
+        return {**self.__dict__, "_array": None, "_fd": None}
+
+    def __del__(self) -> None:
+        if getattr(self, "_fd", None) is not None:
+            with contextlib.suppress(OSError):
+                os.close(self._fd)
 
 
 class TokenStream(_Lazy):
@@ -141,13 +158,14 @@ class TokenStream(_Lazy):
         return self.length
 
     def __getitem__(self, index: slice) -> Tensor:
-        if not isinstance(index, slice):
+        if not isinstance(index, slice) or index.step not in (None, 1):
             raise TypeError("index a TokenStream with a slice, e.g. stream[i : i + n]")
-        return torch.from_numpy(np.asarray(self.array[index], dtype=np.int64))
+        start, stop, _ = index.indices(self.length)
+        return torch.from_numpy(self.read(start, stop).astype(np.int64))
 
 
 class RaggedArray:
-    """Records of different lengths: ``ragged[i]`` is record i's ids (a read-only numpy view),
+    """Records of different lengths: ``ragged[i]`` is record i's ids (a numpy array read from disk),
     ``ragged.lengths`` an int64 array of every record's length."""
 
     def __init__(self, values: _Lazy, offsets: _Lazy) -> None:
@@ -157,8 +175,8 @@ class RaggedArray:
         return self.offsets.length - 1
 
     def __getitem__(self, i: int) -> np.ndarray:
-        o = self.offsets.array
-        return self.values.array[int(o[i]) : int(o[i + 1])]
+        lo, hi = self.offsets.read(i, i + 2).tolist()
+        return self.values.read(lo, hi)
 
     @property
     def lengths(self) -> np.ndarray:
@@ -198,6 +216,12 @@ class _RaggedWriter:
         ends = self.values.length - sum(r.size for r in records) + np.cumsum([r.size for r in records])
         self.offsets.append(ends.astype(np.int64))
         self.count += len(records)
+
+    def extend_flat(self, values: np.ndarray, lengths: np.ndarray) -> None:
+        """Append ``len(lengths)`` records stored back to back in ``values``."""
+        self.values.append(values)
+        self.offsets.append(self.values.length - int(np.sum(lengths)) + np.cumsum(lengths, dtype=np.int64))
+        self.count += len(lengths)
 
     def close(self) -> None:
         self.values.close()
@@ -315,8 +339,9 @@ def open_token_cache(folder: str | Path, key: Any, build: Callable[[CacheWriter]
     fills a new one (see the module docstring).
 
     Give either ``tokenizer`` (the ids must come from exactly this one; ``writer.tokenizer`` is it) or
-    ``tokenizer_recipe`` (JSON describing how ``build`` trains one: a matching cache is reused with its stored
-    tokenizer; ``build`` must set ``writer.tokenizer``). ``key`` and the recipe must be JSON-serialisable.
+    ``tokenizer_recipe`` (JSON describing how ``build`` trains one -- a matching cache is reused with the
+    tokenizer ``build`` stored in ``writer.tokenizer`` -- or any vocabulary it derives deterministically, e.g.
+    an item catalogue kept in ``writer.meta``). ``key`` and the recipe must be JSON-serialisable.
     """
     folder = Path(folder).expanduser()
     if (tokenizer is None) == (tokenizer_recipe is None):
@@ -339,11 +364,11 @@ def open_token_cache(folder: str | Path, key: Any, build: Callable[[CacheWriter]
         writer = CacheWriter(tmp, tokenizer)
         build(writer)
         fields = writer._close()
-        if writer.tokenizer is None:
-            raise ValueError("the build function set no tokenizer")
-        writer.tokenizer.save(tmp / "tokenizer.json")
+        if writer.tokenizer is not None:
+            writer.tokenizer.save(tmp / "tokenizer.json")
         manifest = {"version": CACHE_VERSION, "key": key, "tokenizer_recipe": tokenizer_recipe,
-                    "tokenizer_sha256": tokenizer_sha256(writer.tokenizer), "fields": fields, "meta": writer.meta,
+                    "tokenizer_sha256": tokenizer_sha256(writer.tokenizer) if writer.tokenizer else None,
+                    "fields": fields, "meta": writer.meta,
                     "builds": (old or {}).get("builds", 0) + 1, "build_seconds": round(time.perf_counter() - t0, 2),
                     "created": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())}
         atomic_write_json(tmp / MANIFEST, manifest)

@@ -44,15 +44,24 @@ class TextTokenizer:
     def encode_batch(self, texts: Sequence[str], add_bos: bool = False, add_eos: bool = False,
                      max_len: int | None = None) -> list[list[int]]:
         """Token ids per text, optionally wrapped in BOS/EOS and truncated to ``max_len`` (EOS kept)."""
-        out = []
-        bos, eos = self.bos_id, self.eos_id
-        for enc in self.tok.encode_batch(list(texts), add_special_tokens=False):
-            ids = enc.ids
-            limit = None if max_len is None else max_len - int(add_bos) - int(add_eos)
-            if limit is not None:
-                ids = ids[: max(limit, 0)]
-            out.append(([bos] if add_bos else []) + ids + ([eos] if add_eos else []))
-        return out
+        return [self.wrap(enc.ids, add_bos, add_eos, max_len)
+                for enc in self.tok.encode_batch(list(texts), add_special_tokens=False)]
+
+    def wrap(self, ids: Sequence[int], add_bos: bool = False, add_eos: bool = False,
+             max_len: int | None = None) -> list[int]:
+        """Plain ids (e.g. read from a token cache) as :meth:`encode_batch` returns them: truncated so that
+        BOS/EOS fit in ``max_len``, then wrapped."""
+        ids = list(ids)
+        if max_len is not None:
+            ids = ids[: max(max_len - int(add_bos) - int(add_eos), 0)]
+        return ([self.bos_id] if add_bos else []) + ids + ([self.eos_id] if add_eos else [])
+
+    def wrapped_lengths(self, lengths, add_bos: bool = False, add_eos: bool = False, max_len: int | None = None):
+        """:meth:`wrap`'s output lengths for plain lengths (a numpy array)."""
+        specials = int(add_bos) + int(add_eos)
+        if max_len is not None:
+            lengths = np.minimum(lengths, max(max_len - specials, 0))
+        return lengths + specials
 
     def encode_chars(self, text: str, dtype: np.dtype | type = np.int64) -> np.ndarray:
         """(len(text),) ids of a character vocabulary, one per character (unknown ones: ``<unk>``): the same as
