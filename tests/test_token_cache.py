@@ -249,6 +249,8 @@ def test_sentiment_memmap_batches_equal_in_memory(tokenizer, tmp_path, monkeypat
     assert base[1]["accuracy"] == mapped[1]["accuracy"] and base[1]["loss"] == pytest.approx(mapped[1]["loss"], abs=1e-6)
     streamed = train_batches(monkeypatch, tmp_path, "sentiment", [*argv, "--streaming", "--cache-dir", tmp_path / "c2"])
     assert_same_batches(base[0], streamed[0])
+    assert base[1]["accuracy"] == streamed[1]["accuracy"]
+    assert list((tmp_path / "c2").glob("sentiment-*/rows-*.json"))  # the streamed validation/test rows are kept
 
 
 @pytest.mark.parametrize("shared", ["true", "false"])

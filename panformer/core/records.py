@@ -8,17 +8,20 @@ the same examples in the same order.
 """
 from __future__ import annotations
 
+import hashlib
+import json
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 from torch.utils.data import Dataset
 
+from .checkpoint import atomic_write_json
 from .data import assemble_splits
 from .errors import DataError
 from .token_cache import CacheWriter, TokenCache, open_token_cache, token_dtype
 from .tokenizer import TextTokenizer
 
-__all__ = ["CachedRecords", "split_rows", "count_rows", "masked_texts", "row_mask", "open_table_cache"]
+__all__ = ["CachedRecords", "split_rows", "count_rows", "masked_texts", "row_mask", "open_table_cache", "take_rows"]
 
 Batches = Callable[[], Iterator[dict[str, list]]]  # a fresh pass over the rows, in batches of columns
 
@@ -118,3 +121,17 @@ def open_table_cache(folder: Any, key: Any, rows: Any, text_columns: Sequence[st
         w.meta.update(rows=n, **(meta() if meta else {}))
 
     return open_token_cache(folder, key, build, tokenizer=tokenizer, tokenizer_recipe=recipe)
+
+
+def take_rows(cache: TokenCache, rows: Any, indices: np.ndarray, columns: Sequence[str]) -> dict[str, list]:
+    """``rows.take(indices, columns)`` (e.g. the validation texts); for a stream, which needs a pass over the
+    whole source, the result is kept in the cache folder beside the tokens and reused while the cache is."""
+    if not getattr(rows, "streaming", False):
+        return rows.take(indices, columns)
+    digest = hashlib.sha256(np.ascontiguousarray(indices, dtype=np.int64).tobytes() + json.dumps(list(columns)).encode())
+    path = cache.folder / f"rows-{digest.hexdigest()[:16]}.json"
+    if path.is_file():
+        return json.loads(path.read_text())
+    got = rows.take(indices, columns)
+    atomic_write_json(path, got, indent=None)
+    return got

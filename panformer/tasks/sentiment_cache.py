@@ -10,7 +10,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from panformer.core.records import CachedRecords, open_table_cache, split_rows
+from panformer.core.records import CachedRecords, open_table_cache, split_rows, take_rows
 from panformer.core.rows import ListRows, RowSource
 from panformer.core.token_cache import TokenCache, cache_folder, cache_root, source_fingerprint
 from panformer.core.tokenizer import TextTokenizer, train_tokenizer
@@ -89,7 +89,7 @@ class SentimentCache:
         for split in ("valid", "test"):
             part = parts[split]
             if isinstance(part, np.ndarray):  # rows of --data: their texts, read back from the source
-                got = self.rows.take(part, [self.text_col, self.label_col])
+                got = take_rows(cache, self.rows, part, [self.text_col])
                 part = (got[self.text_col], [values[codes[r]] for r in part.tolist()])
             out[split] = part
         return out, lengths(ids.lengths[parts["train"]]).tolist()

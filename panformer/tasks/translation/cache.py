@@ -10,7 +10,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from panformer.core.records import CachedRecords, open_table_cache, split_rows
+from panformer.core.records import CachedRecords, open_table_cache, split_rows, take_rows
 from panformer.core.token_cache import TokenCache, cache_folder, cache_root, source_fingerprint
 from panformer.core.tokenizer import TextTokenizer, train_tokenizer
 
@@ -76,7 +76,7 @@ class TranslationCache:
         for split in ("valid", "test"):
             part = parts[split]
             if isinstance(part, np.ndarray):  # pairs of --data: their texts, read back from the source
-                got = self.rows.take(part, ["source", "target"])
+                got = take_rows(caches[0], self.rows, part, ["source", "target"])
                 part = (got["source"], got["target"])
             out[split] = part
         return out, lengths(src.lengths[rows], tgt.lengths[rows]).tolist()
