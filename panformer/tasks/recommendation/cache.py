@@ -24,7 +24,8 @@ from panformer.core.text_stream import iter_lines
 from panformer.core.token_cache import (CacheWriter, RaggedArray, TokenCache, cache_folder, cache_root,
                                         open_token_cache, source_fingerprint, token_dtype)
 
-from .data import _INT_RE, Columns, ItemVocab, _clean_ids, _columns, _ids, _rated, _recbole_inter, _times, window_ends
+from .data import (Columns, ItemVocab, _clean_ids, _columns, _ids, _rated, _recbole_inter, _times, sasrec_pair,
+                   window_ends)
 
 __all__ = ["SequenceCache", "LeaveOneOut", "cached_windows"]
 
@@ -39,17 +40,11 @@ def _sasrec_chunks(path: Path, what: str) -> Iterator[Chunk]:
     items: list[str] = []
     n = 0
     for n, line in enumerate(iter_lines(path, what), 1):
-        parts = line.split()
-        if not parts:
+        pair = sasrec_pair(line, n, path, what)
+        if pair is None:
             continue
-        if len(parts) != 2:
-            raise DataError(f"{what} {path}: line {n}: expected 'user item' (two integers), got {line.strip()[:60]!r}")
-        for name, tok in zip(("user", "item"), parts):
-            if not _INT_RE.match(tok):
-                raise DataError(f"{what} {path}: line {n}: {name} id {tok!r} is not an integer "
-                                f"(SASRec .txt files hold integer ids; use a CSV with --id-type token for string ids)")
-        users.append(str(int(parts[0])))
-        items.append(str(int(parts[1])))
+        users.append(pair[0])
+        items.append(pair[1])
         if len(users) == CHUNK_ROWS:
             yield users, items, np.arange(n - len(users), n, dtype=np.float64)
             users, items = [], []

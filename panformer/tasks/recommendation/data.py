@@ -51,19 +51,26 @@ def read_sasrec_txt(path: str | Path, what: str = "--data") -> dict[str, list[st
     seqs: dict[str, list[str]] = {}
     lines = read_lines(path, what)
     for n, line in enumerate(lines, 1):
-        parts = line.split()
-        if not parts:
-            continue
-        if len(parts) != 2:
-            raise DataError(f"{what} {path}: line {n}: expected 'user item' (two integers), got {line.strip()[:60]!r}")
-        for name, tok in zip(("user", "item"), parts):
-            if not _INT_RE.match(tok):
-                raise DataError(f"{what} {path}: line {n}: {name} id {tok!r} is not an integer "
-                                f"(SASRec .txt files hold integer ids; use a CSV with --id-type token for string ids)")
-        seqs.setdefault(str(int(parts[0])), []).append(str(int(parts[1])))
+        pair = sasrec_pair(line, n, path, what)
+        if pair is not None:
+            seqs.setdefault(pair[0], []).append(pair[1])
     if not seqs:
         raise DataError(f"{what} {path}: no interactions (the file is empty)")
     return seqs
+
+
+def sasrec_pair(line: str, n: int, path: str | Path, what: str) -> tuple[str, str] | None:
+    """(user, item) of SASRec line ``n`` as canonical integer strings; None for a blank line."""
+    parts = line.split()
+    if not parts:
+        return None
+    if len(parts) != 2:
+        raise DataError(f"{what} {path}: line {n}: expected 'user item' (two integers), got {line.strip()[:60]!r}")
+    for name, tok in zip(("user", "item"), parts):
+        if not _INT_RE.match(tok):
+            raise DataError(f"{what} {path}: line {n}: {name} id {tok!r} is not an integer "
+                            f"(SASRec .txt files hold integer ids; use a CSV with --id-type token for string ids)")
+    return str(int(parts[0])), str(int(parts[1]))
 
 
 def read_atomic_inter(path: str | Path, columns: Columns, what: str = "--data") -> dict[str, list[str]]:
