@@ -1,4 +1,14 @@
-"""Shared fixtures: where the real datasets live, and a CLI runner."""
+"""Shared fixtures: where the real datasets live, and a CLI runner.
+
+The suite must pass on any machine, whatever the arithmetic's last bits. To check that, vary:
+
+* threads: ``PANFORMER_TEST_THREADS=1`` (or ``OMP_NUM_THREADS=1``; default: 2, or fewer cores);
+* test order: pytest-randomly (a dev dependency) shuffles it on every run and prints the
+  ``--randomly-seed=N`` that repeats an order; ``-p no:randomly`` keeps the file order;
+* hash seeds: ``PYTHONHASHSEED=N``;
+* training seeds: ``PANFORMER_TEST_SEED=N`` makes N the default ``--seed`` of every run trained in-process
+  through the CLI (tests that pass ``--seed`` themselves keep theirs).
+"""
 from __future__ import annotations
 
 import os
@@ -10,7 +20,26 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("PANFORMER_SHARED_DATA", ROOT.parent / "shared" / "data"))
 
-torch.set_num_threads(min(2, os.cpu_count() or 1))
+torch.set_num_threads(int(os.environ.get("PANFORMER_TEST_THREADS", os.environ.get("OMP_NUM_THREADS", 0)) or
+                          min(2, os.cpu_count() or 1)))
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _training_seed():
+    """``PANFORMER_TEST_SEED=N``: the default seed of runs trained through the CLI (see the module docstring)."""
+    seed = os.environ.get("PANFORMER_TEST_SEED")
+    if not seed:
+        yield
+        return
+    from panformer.tasks import cli
+
+    resolve = cli.resolve_train_args
+
+    def with_seed(task_cls, argv, recipe_defaults=None):
+        return resolve(task_cls, argv, {"seed": int(seed), **(recipe_defaults or {})})
+    cli.resolve_train_args = with_seed
+    yield
+    cli.resolve_train_args = resolve
 
 
 def shared_path(*parts: str) -> Path:

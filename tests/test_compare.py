@@ -2,6 +2,7 @@
 reported while the others run, the results.json schema, bad options, and the HTML page in headless Chromium."""
 import contextlib
 import csv
+import html
 import io
 import json
 import re
@@ -13,6 +14,7 @@ import pytest
 
 from panformer.tasks.builtin_data import movie_review_snippets
 from panformer.tasks.compare import main as compare_main
+from panformer.tasks.report import fmt_metric, summarize
 from panformer.tasks.sentiment import SentimentTask
 
 NEURAL = next(iter(getattr(SentimentTask, "baselines", None) or {}), None)  # e.g. "lstm"
@@ -90,13 +92,15 @@ def test_failing_task_is_reported_and_others_run(report):
     assert rec[0]["run_dir"] is None and not (out / "runs" / "recommendation").exists()
     assert "FAILED: " + rec[0]["error"] in (out / "report.md").read_text()
     n = 2 + bool(NEURAL)
-    assert re.search(rf"\[1/{n}\] sentiment \.\.\. done in \d+ s, accuracy \d\.\d{{4}}", stdout)
-    assert re.search(rf"\[{n}/{n}\] recommendation \.\.\. FAILED in \d+ s \(exit 2\): panformer: error:", stdout)
+    # --quick runs several at a time (one per core): lines come in the order the runs end, each counted
+    assert re.search(rf"\[\d/{n}\] sentiment \.\.\. done in \d+ s, accuracy \d\.\d{{4}}", stdout)
+    assert re.search(rf"\[\d/{n}\] recommendation \.\.\. FAILED in \d+ s \(exit 2\): panformer: error:", stdout)
+    assert sorted(int(k) for k in re.findall(rf"\[(\d)/{n}\]", stdout)) == list(range(1, n + 1))
 
 
 def test_results_schema(report):
     _, _, out, results = report
-    assert results["schema_version"] == 1 and results["quick"] is True
+    assert results["schema_version"] == 2 and results["quick"] is True and results["jobs"] >= 1
     assert results["tasks"] == ["sentiment", "recommendation"] and results["total_time_s"] > 0
     assert {"python", "torch", "cpus", "platform"} <= set(results["machine"])
     assert [r["kind"] for r in results["rows"]] == ["transformer", "classical", *(["neural"] if NEURAL else []),
@@ -110,6 +114,51 @@ def test_results_schema(report):
     main = results["rows"][0]
     assert main["images"][0] == "runs/sentiment/curves.png" and "runs/sentiment/confusion_matrix.png" in main["images"]
     assert "[panformer] sentiment on train.tsv" in (out / "logs" / "sentiment.stderr").read_text()
+
+
+def _numbers(text):
+    return re.findall(r"\d+(?:[.,]\d+)*", text)
+
+
+def test_report_says_in_words_who_won_with_the_tables_numbers(report):
+    _, _, out, results = report
+    summary = results["summary"]
+    assert summary["intro"].startswith("A quick comparison") and "built-in data" not in summary["intro"]
+    assert f"{len([r for r in results['rows'] if r['kind'] != 'classical'])} training runs" in summary["intro"]
+    assert f"in {results['total_time_s'] / 60:.1f} minutes" in summary["intro"]
+    rows = [r for r in results["rows"] if r["task"] == "sentiment" and r["status"] == "ok"]
+    tr = next(r for r in rows if r["kind"] == "transformer")
+    best = max((r for r in rows if r["kind"] != "transformer"), key=lambda r: r["metrics"]["accuracy"])
+    line = summary["tasks"]["sentiment"]
+    t, b = fmt_metric(tr["metrics"]["accuracy"]), fmt_metric(best["metrics"]["accuracy"])
+    assert t in _numbers(line) and b in _numbers(line) and best["model"] in line
+    gap = f"{100 * abs(tr['metrics']['accuracy'] - best['metrics']['accuracy']):.1f} points"
+    assert gap in line
+    won = tr["metrics"]["accuracy"] >= best["metrics"]["accuracy"]
+    assert line.startswith("sentiment: the Transformer wins" if won else f"sentiment: {best['model']} (")
+    assert ("1 of the 1 tasks" if won else "0 of the 1 tasks") in summary["intro"]
+    assert "recommendation: the Transformer run failed" in summary["tasks"]["recommendation"]
+    md, page = (out / "report.md").read_text(), (out / "report.html").read_text()
+    assert md.index(summary["intro"]) < md.index("| task |")  # the words come first, then the table
+    assert html.escape(line) in page and html.escape(summary["intro"]) in page
+
+
+def test_verdicts_name_the_winner_and_the_margin():
+    def row(task, model, kind, **metrics):
+        return {"task": task, "model": model, "kind": kind, "status": "ok", "error": None, "metrics": metrics}
+    results = {"quick": True, "tasks": ["a", "b", "c"], "total_time_s": 90, "machine": {"cpus": 2}, "jobs": 2,
+               "rows": [row("a", "transformer", "transformer", wer=0.25), row("a", "mfcc-svm", "classical", wer=0.5),
+                        row("b", "transformer", "transformer", perplexity=12.0), row("b", "lstm", "neural", perplexity=8.0),
+                        row("c", "transformer", "transformer", bleu=45.0, chrf=70.0)]}
+    s = summarize(results, {"b": "See BENCHMARKS.md."})
+    assert s["tasks"]["a"] == ("a: the Transformer wins on wer, 0.2500 against 0.5000 for the best of 1 baseline, "
+                               "mfcc-svm (classical baseline): by 25.0 points.")
+    assert s["tasks"]["b"] == ("b: lstm (neural baseline) wins on perplexity, 8.0000 against the Transformer's 12.00: "
+                               "by 4.0000 (50 %). See BENCHMARKS.md.")
+    assert s["tasks"]["c"] == "c: the Transformer alone (no baseline for this task): bleu 45.00, chrf 70.00."
+    assert "3 tasks on built-in data: 4 training runs in 1.5 minutes on 2 CPU cores, 2 at a time" in s["intro"]
+    assert s["intro"].endswith("The Transformer won 1 of the 2 tasks that have a baseline; b went to a baseline.")
+    assert "See BENCHMARKS" not in summarize({**results, "quick": False}, {"b": "See BENCHMARKS.md."})["tasks"]["b"]
 
 
 def test_all_tasks_failed_exits_1_and_bad_options_exit_2(tmp_path, cli):
@@ -173,3 +222,23 @@ def test_html_renders_in_chromium_with_no_missing_images(report, tmp_path):
     broken_page = page.replace("</body>", "<img src='data:image/png;base64,AAAA' alt='broken'></body>")
     assert _chromium_check(page, tmp_path, "report.html") == (0, n_images)
     assert _chromium_check(broken_page, tmp_path, "broken.html") == (1, n_images + 1)
+
+
+def test_parallel_plan_waits_for_judges_and_starts_long_runs_first(tmp_path):
+    from panformer.tasks import get_task
+    from panformer.tasks.compare import _next_ready, _start_order, plan_runs
+
+    specs = [s for t in ("tts", "speech", "image-generation", "vit")
+             for s in plan_runs(t, get_task(t), ["--quick"], None, quick=True)]
+    judge = {s.name: s.judge for s in specs}
+    assert judge["tts"] == "speech" and judge["image-generation"] == "vit" and judge["speech"] is None
+    order = _start_order(specs)
+    assert {s.name for s in order[:2]} == {"speech", "vit"}  # the judges go first
+    rest = [s.budget_s for s in order[2:]]
+    assert rest == sorted(rest, reverse=True) and all(s.budget_s > 0 for s in specs)  # quick runs have budgets
+    pending = [s for s in order if s.name in ("tts", "speech")]
+    assert _next_ready(pending, []).name == "speech"
+    tts = [s for s in pending if s.name == "tts"]
+    assert _next_ready(tts, []).name == "tts"  # its judge is done (or failed): no reason to wait
+    running = [type("C", (), {"spec": pending[0] if pending[0].name == "speech" else pending[1]})()]
+    assert _next_ready(tts, running) is None  # ... but while it runs, tts waits

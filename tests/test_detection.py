@@ -6,6 +6,7 @@ import itertools
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -252,6 +253,116 @@ def test_bad_coco_input_is_a_clear_error(tmp_path, capsys, case, expected):
         assert "annotations[" in err
 
 
+# -- the official COCO protocol for COCO-JSON input ------------------------------------------------
+def _write_crowd_coco(root: Path) -> Path:
+    """Three images with odd ids (one of them 80x60, one without boxes), non-contiguous category ids
+    (3, 17, 90; 90 never annotated), a crowd region, and an ``area`` (the segment's, as in COCO) that
+    puts the cat among the small objects although its 40x30 box covers 1,200 px (medium)."""
+    from PIL import Image
+
+    root.mkdir(parents=True, exist_ok=True)
+    images = [{"id": 397133, "file_name": "a.png", "width": 80, "height": 60},
+              {"id": 7, "file_name": "b.png", "width": 64, "height": 64},
+              {"id": 42, "file_name": "c.png", "width": 64, "height": 64}]
+    for im in images:
+        Image.new("RGB", (im["width"], im["height"]), (90, 90, 90)).save(root / im["file_name"])
+    anns = [{"id": 11, "image_id": 397133, "category_id": 3, "bbox": [10, 8, 40, 30], "area": 500.0, "iscrowd": 0},
+            {"id": 12, "image_id": 397133, "category_id": 3, "bbox": [52, 5, 25, 50], "area": 1000.0, "iscrowd": 1},
+            {"id": 13, "image_id": 7, "category_id": 17, "bbox": [5, 5, 50, 50], "area": 2500.0, "iscrowd": 0}]
+    cats = [{"id": 17, "name": "dog"}, {"id": 3, "name": "cat"}, {"id": 90, "name": "bird"}]
+    path = root / "instances.json"
+    path.write_text(json.dumps({"images": images, "annotations": anns, "categories": cats}))
+    return path
+
+
+class _FixedDetections(nn.Module):
+    """Stands in for DETR: every call returns the same detections per image of the batch, given as
+    (xyxy in original pixels, class index, score); image sizes are the originals (W, H)."""
+
+    def __init__(self, dets: list[list[tuple[list[float], int, float]]], sizes: list[tuple[int, int]], num_classes: int):
+        super().__init__()
+        self.dets, self.sizes, self.k = dets, sizes, num_classes
+        self.anchor = nn.Parameter(torch.zeros(()))  # evaluate asks for the device of the parameters
+
+    def forward(self, images, mask=None):
+        Q = max(len(d) for d in self.dets)
+        logits = torch.full((len(self.dets), Q, self.k + 1), -30.0)
+        logits[..., -1] = 30.0  # unused queries: no object
+        boxes = torch.full((len(self.dets), Q, 4), 0.5)
+        for i, (dets, (W, H)) in enumerate(zip(self.dets, self.sizes)):
+            for q, ((x0, y0, x1, y1), c, s) in enumerate(dets):
+                logits[i, q] = float(np.log((1 - s) / self.k))
+                logits[i, q, c] = float(np.log(s))  # softmax: probability s for class c
+                boxes[i, q] = torch.tensor([(x0 + x1) / 2 / W, (y0 + y1) / 2 / H, (x1 - x0) / W, (y1 - y0) / H])
+        return {"pred_logits": logits.to(images.device), "pred_boxes": boxes.to(images.device)}
+
+
+def _pycocotools_on_files(gt_json: Path, results_json: Path) -> list[float]:
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    gt = COCO(str(gt_json))
+    ev = COCOeval(gt, gt.loadRes(str(results_json)), "bbox")
+    ev.evaluate()
+    ev.accumulate()
+    ev.summarize()
+    return [max(float(v), 0.0) for v in ev.stats]
+
+
+def test_coco_json_is_scored_against_the_original_file(tmp_path):
+    """A detection inside a crowd region is ignored (not a false positive ranked above the true one),
+    the file's ``area`` decides small / medium / large, and predictions go back to the file's image
+    and category ids in original pixels: our mAP equals pycocotools run on the written results JSON."""
+    from panformer.tasks.cli import resolve_train_args
+
+    path = _write_crowd_coco(tmp_path / "coco")
+    args, _ = resolve_train_args(DetectionTask, ["--data", str(path), "--valid-data", str(path), "--test-data", str(path),
+                                                 "--image-size", "48", "--batch-size", "8"])
+    task = DetectionTask(args)
+    task.load_data()
+    assert [c["id"] for c in task.categories] == [3, 17, 90]  # class index 0 = cat, 1 = dog
+    assert [r["image_id"] for r in task.splits["test"]] == [397133, 7, 42]
+    cat_box, crowd_hit, dog_box = [10.0, 8.0, 50.0, 38.0], [54.0, 10.0, 74.0, 50.0], [5.0, 5.0, 55.0, 55.0]
+    model = _FixedDetections([[(cat_box, 0, 0.9), (crowd_hit, 0, 0.95)], [(dog_box, 1, 0.8)], [([0.0, 0.0, 10.0, 10.0], 1, 0.1)]],
+                             [(80, 60), (64, 64), (64, 64)], num_classes=3)
+    metrics = task.evaluate(model, "test", out_dir=tmp_path / "ev")
+    # exact boxes: AP 1 at every IoU threshold for both classes once the crowd hit is ignored; counted as a
+    # false positive (the re-built ground truth without crowd regions) it would halve the cat's AP (0.75 mean)
+    assert metrics["map"] == pytest.approx(1.0) and metrics["map_75"] == pytest.approx(1.0)
+    assert metrics["map_small"] == pytest.approx(1.0)  # the cat, small by the file's area 500 (< 32**2)
+    assert metrics["map_medium"] == pytest.approx(1.0) and metrics["map_large"] == 0.0  # the dog; nothing large
+    assert metrics["precision_50/cat"] == 1.0 and metrics["recall_50/cat"] == 1.0  # the crowd hit is ignored here too
+
+    written = json.loads((tmp_path / "ev" / "detections_test.json").read_text())
+    assert {d["image_id"] for d in written} == {397133, 7, 42} and {d["category_id"] for d in written} <= {3, 17, 90}
+    cat = next(d for d in written if d["image_id"] == 397133 and d["score"] == pytest.approx(0.9))
+    assert cat["category_id"] == 3 and cat["bbox"] == pytest.approx([10, 8, 40, 30], abs=1e-3)  # x, y, w, h in 80x60 pixels
+    assert set(written[0]) == {"image_id", "category_id", "bbox", "score"}
+    stats = _pycocotools_on_files(path, tmp_path / "ev" / "detections_test.json")
+    assert [metrics[k] for k in ("map", "map_50", "map_75", "map_small", "map_medium", "map_large",
+                                 "mar_1", "mar_10", "mar_100")] == stats[:9]
+
+
+def test_coco_split_of_one_file_is_scored_on_its_own_images(tmp_path):
+    """--data split into train / valid / test: each split is scored against the file, over its images only."""
+    from panformer.tasks.cli import resolve_train_args
+    from panformer.tasks.detection.metrics import coco_evaluate, load_coco_gt
+
+    path = _write_coco(tmp_path / "data", 20, seed=2)
+    args, _ = resolve_train_args(DetectionTask, ["--data", str(path), "--valid-fraction", "0.25", "--test-fraction", "0.25"])
+    task = DetectionTask(args)
+    task.load_data()
+    test = task.splits["test"]
+    perfect = _FixedDetections([[(b, int(l), 0.9) for b, l in zip(r["boxes"].tolist(), r["labels"])] for r in test],
+                               [(64, 64)] * len(test), num_classes=10)
+    metrics = task.evaluate(perfect, "test", out_dir=tmp_path / "ev")
+    assert metrics["map"] == pytest.approx(1.0)  # the other splits' images do not count as missed boxes
+    written = json.loads((tmp_path / "ev" / "detections_test.json").read_text())
+    assert {d["image_id"] for d in written} == {r["image_id"] for r in test}
+    everything = coco_evaluate(written, load_coco_gt(path))  # over every image of the file: most boxes missed
+    assert everything["mar_100"] < 0.5 < metrics["mar_100"]
+
+
 # -- CLI and learning -----------------------------------------------------------------------------
 def test_cli_train_evaluate_predict_on_coco_files(tmp_path, capsys):
     train_json = _write_coco(tmp_path / "train", 16, seed=0)
@@ -265,9 +376,13 @@ def test_cli_train_evaluate_predict_on_coco_files(tmp_path, capsys):
         assert 0.0 <= metrics[key] <= 1.0
     assert sorted((run / "predictions").glob("*.png"))
     assert json.loads((run / "assets" / "categories.json").read_text())[0] == {"id": 10, "name": "digit0"}
+    written = json.loads((run / "detections_test.json").read_text())  # the final test's COCO results, in the file's ids
+    assert {d["image_id"] for d in written} == set(range(100, 104)) and {d["category_id"] for d in written} <= set(range(10, 20))
+    assert metrics["map"] == _pycocotools_on_files(valid_json, run / "detections_test.json")[0]
     capsys.readouterr()
     assert main(["evaluate", "detection", "--run", str(run), "--split", "test", "--out", str(tmp_path / "ev")]) == 0
     assert json.loads((tmp_path / "ev" / "metrics.json").read_text())["map"] == pytest.approx(metrics["map"], abs=1e-6)
+    assert len(json.loads((tmp_path / "ev" / "detections_test.json").read_text())) == len(written)
     capsys.readouterr()
     image = tmp_path / "valid" / "img" / "scene_0.png"
     assert main(["predict", "detection", "--run", str(run), str(image), "--score-threshold", "0.0",

@@ -116,6 +116,17 @@ def test_cosine_linear_constant():
         lr_lambda("cosine", 0, None)
 
 
+def test_decay_follows_the_clock_with_a_progress_fn():
+    spent = [0.0]
+    cos = lr_lambda("cosine", 2, None, min_lr_ratio=0.1, progress_fn=lambda: spent[0])
+    assert cos(0) == pytest.approx(0.5)  # warm-up still counts steps
+    assert cos(5) == pytest.approx(1.0)
+    spent[0] = 0.5
+    assert cos(5) == pytest.approx(0.55)  # half the budget spent: half-way through the decay, whatever the step
+    spent[0] = 1.0
+    assert cos(6) == pytest.approx(0.1) and lr_lambda("linear", 0, None, progress_fn=lambda: 1.0)(3) == 0.0
+
+
 # --- optimizer groups -----------------------------------------------------------------------------
 
 class TinyLM(nn.Module):
@@ -474,6 +485,37 @@ def test_time_limit_stops_cleanly_and_still_evaluates(tmp_path):
     with pytest.raises(ConfigError, match="metric_for_best 'acc'"):
         Trainer(make_model(), args(metric_for_best="acc"), make_data(), collate, mse_loss,
                 make_eval(make_data(32, seed=1))).train()
+
+
+class _SlowSteps:
+    """Each step takes at least ``seconds``: a time budget then holds a known number of steps, give or take."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+
+    def on_step_end(self, trainer, logs) -> None:
+        import time
+        time.sleep(self.seconds)
+
+
+@pytest.mark.parametrize("clock", ["steps", "time"])
+def test_schedule_clock_time_spreads_the_decay_over_the_budget(tmp_path, clock):
+    """--schedule-clock time with a 0.6 s budget and >= 0.05 s steps: about 10 of the 10,000 allowed steps run, and
+    the cosine must have decayed to (near) its end by the last of them; counted in steps it has barely begun."""
+    a = args(max_steps=10_000, max_time_minutes=0.01, schedule="cosine", warmup_steps=1, schedule_clock=clock,
+             log_every=1, eval_every=None)
+    trainer = Trainer(make_model(), a, make_data(), collate, mse_loss, run_dir=tmp_path, callbacks=[_SlowSteps(0.05)])
+    out = trainer.train()
+    lrs = [float(r["lr"]) for r in read_csv(tmp_path / "log.csv") if r["split"] == "train"]
+    assert 2 <= out["steps"] < 100 and len(lrs) == out["steps"]
+    if clock == "time":
+        # the last step starts after >= (0.6 s - one step) of the budget: progress >= 0.9 when steps take <= 0.06 s;
+        # even at 0.15 s a step (a loaded machine) it is >= 0.75, where the cosine is at <= 15 % of the peak
+        assert lrs[-1] < 0.2 * lrs[0] and lrs == sorted(lrs, reverse=True)
+    else:
+        assert lrs[-1] > 0.99 * lrs[0]
+    with pytest.raises(ConfigError, match="needs max_time_minutes"):
+        TrainingArguments(schedule_clock="time")
 
 
 def test_custom_batch_sampler_and_no_eval(tmp_path):

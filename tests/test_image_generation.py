@@ -34,7 +34,8 @@ def tiny_lm(levels: int = 17, classes: int = 10, side: int = 8, seed: int = 0) -
 @pytest.fixture(scope="module")
 def run(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("imggen") / "run"
-    assert main(["train", "image-generation", "--quick", "--progress", "false", "--out", str(out)]) == 0
+    assert main(["train", "image-generation", "--quick", "--max-steps", "150", "--eval-every", "50", "--progress", "false",
+                 "--out", str(out)]) == 0
     return out
 
 

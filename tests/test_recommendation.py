@@ -195,7 +195,7 @@ def quick_run(tmp_path_factory):
         movielens_100k()
     except DataError as e:
         pytest.skip(f"built-in data unavailable: {e}")
-    assert main(["train", "recommendation", *QUICK, "--baseline", "--out", str(out)]) == 0
+    assert main(["train", "recommendation", *QUICK, "--max-steps", "120", "--baseline", "--out", str(out)]) == 0
     return out
 
 

@@ -209,7 +209,7 @@ def test_fsdd_held_out_speaker_split():
 # -- training, evaluate, predict ------------------------------------------------------------------
 def test_quick_run_learns_and_reloads(tmp_path, capsys):
     out = tmp_path / "run"
-    assert main(["train", "speech", "--quick", "--out", str(out), "--progress", "false"]) == 0
+    assert main(["train", "speech", "--quick", "--max-steps", "300", "--out", str(out), "--progress", "false"]) == 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert {"wer", "cer", "exact_match", "loss"} <= set(metrics)
     task, trained = load_run(out, "cpu")

@@ -198,7 +198,8 @@ def test_torchvision_dataset_source(tmp_path):
 # -- training, evaluation, prediction ---------------------------------------------------------------
 def test_quick_run_on_digits_learns(tmp_path):
     out = tmp_path / "run"
-    assert main(["train", "vit", "--quick", "--out", str(out), "--progress", "false"]) == 0
+    assert main(["train", "vit", "--quick", "--max-steps", "120", "--eval-every", "60", "--out", str(out),
+                 "--progress", "false"]) == 0
     m = json.loads((out / "metrics.json").read_text())
     assert {"accuracy", "precision", "recall", "f1", "top5_accuracy", "loss"} <= set(m)
     assert m["split"] == "test" and m["accuracy"] > 0.5  # chance: 0.1

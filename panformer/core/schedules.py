@@ -10,6 +10,10 @@ is wasted at ``lr = 0``.
 * ``cosine``   -- linear warm-up to 1, then half a cosine down to ``min_lr_ratio`` at ``s == total``.
 * ``linear``   -- linear warm-up to 1, then linear decay to 0 at ``s == total``.
 * ``constant`` -- linear warm-up to 1, then 1.
+
+The decay of ``cosine`` and ``linear`` follows the optimizer steps by default. With ``progress_fn`` (a
+function returning the fraction of a wall-clock budget spent, 0..1) it follows the clock instead: the lr
+reaches its end value when the budget is spent, however many steps that took (``--schedule-clock time``).
 """
 from __future__ import annotations
 
@@ -31,7 +35,7 @@ def _warmup(s: int, w: int) -> float:
 
 
 def lr_lambda(name: str, warmup_steps: int, total_steps: int | None = None,
-              min_lr_ratio: float = 0.0) -> Callable[[int], float]:
+              min_lr_ratio: float = 0.0, progress_fn: Callable[[], float] | None = None) -> Callable[[int], float]:
     """Return ``f(k) -> multiplier`` for schedule ``name`` (see the module docstring)."""
     if name not in SCHEDULES:
         raise ConfigError(f"unknown schedule {name!r}; choose one of {', '.join(SCHEDULES)}")
@@ -52,12 +56,12 @@ def lr_lambda(name: str, warmup_steps: int, total_steps: int | None = None,
     if name == "constant":
         return lambda k: _warmup(k + 1, w)
 
-    if total_steps is None or total_steps < 1:
+    if progress_fn is None and (total_steps is None or total_steps < 1):
         raise ConfigError(f"schedule {name!r} needs total_steps >= 1, got {total_steps}")
-    decay_steps = max(total_steps - w, 1)
+    decay_steps = max((total_steps or 1) - w, 1)
 
     def progress(s: int) -> float:
-        return min(max((s - w) / decay_steps, 0.0), 1.0)
+        return min(max(progress_fn() if progress_fn is not None else (s - w) / decay_steps, 0.0), 1.0)
 
     if name == "cosine":
         def cosine(k: int) -> float:
@@ -74,10 +78,10 @@ def lr_lambda(name: str, warmup_steps: int, total_steps: int | None = None,
 
 
 def build_scheduler(optimizer: Optimizer, name: str, warmup_steps: int, total_steps: int | None = None,
-                    min_lr_ratio: float = 0.0) -> LambdaLR:
+                    min_lr_ratio: float = 0.0, progress_fn: Callable[[], float] | None = None) -> LambdaLR:
     """A :class:`LambdaLR` for ``name``; call ``scheduler.step()`` once per optimizer step.
 
     Its ``state_dict()`` holds only counters (the lambdas are plain functions), so it round-trips
     through ``torch.load(weights_only=True)``.
     """
-    return LambdaLR(optimizer, lr_lambda(name, warmup_steps, total_steps, min_lr_ratio))
+    return LambdaLR(optimizer, lr_lambda(name, warmup_steps, total_steps, min_lr_ratio, progress_fn))

@@ -108,7 +108,8 @@ class Trainer:
         self.steps_per_epoch = len(self._epoch_plan(0))
         self.total_steps = args.max_steps or args.epochs * self.steps_per_epoch
         self.scheduler = build_scheduler(self.optimizer, args.schedule, args.warmup_steps, self.total_steps,
-                                         args.min_lr_ratio)
+                                         args.min_lr_ratio,
+                                         self._time_progress if args.schedule_clock == "time" else None)
         self.state = TrainState()
         self.should_stop = False
         self.last_metrics: dict[str, float] = {}
@@ -215,6 +216,14 @@ class Trainer:
 
     def _elapsed(self) -> float:
         return self._time_before + time.perf_counter() - self._t0
+
+    def _time_progress(self) -> float:
+        """The fraction of ``max_time_minutes`` spent (``schedule_clock`` time); 0 before training starts."""
+        if not hasattr(self, "_t0"):
+            return 0.0
+        spent = min(self._elapsed() / (60 * self.args.max_time_minutes), 1.0)
+        # every rank must step with the same lr: they agree on the mean of their clocks
+        return D.all_reduce_mean({"spent": spent})["spent"] if self.world > 1 else spent
 
     def _done(self) -> bool:
         st, args = self.state, self.args

@@ -75,6 +75,9 @@ class Task:
     # older-architecture baselines: name -> train option overrides, e.g. {"lstm": {"arch": "lstm"}}; training with
     # them runs the baseline through the same data, Trainer, metrics and run directory (`compare` reports them)
     baselines: ClassVar[dict[str, dict[str, Any]]] = {}
+    # a task whose outputs another task's trained run scores (``--judge RUN``): `compare` runs that task first and
+    # passes its Transformer run, e.g. tts is judged by a speech model, image generation by a ViT
+    judged_by: ClassVar[str | None] = None
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)

@@ -62,6 +62,15 @@ def _task_parser(task_cls: type, command: str, defaults: dict[str, Any]) -> argp
     return p
 
 
+def quick_layer(quick: dict[str, Any], explicit: dict[str, Any]) -> dict[str, Any]:
+    """``--quick``'s settings. Their length is a wall-clock budget (``max_time_minutes``, with the lr schedule
+    spread over it: ``schedule_clock`` time); an explicit ``--max-steps`` or ``--epochs`` replaces the budget by
+    that step count, which makes the run reproducible step for step (what tests want)."""
+    if not {"max_steps", "epochs"} & set(explicit):
+        return quick
+    return {k: v for k, v in quick.items() if k not in ("max_time_minutes", "schedule_clock", "max_steps")}
+
+
 def resolve_train_args(task_cls: type, argv: Sequence[str], recipe_defaults: dict[str, Any] | None = None):
     parser = _task_parser(task_cls, "train", {**task_cls.defaults, **(recipe_defaults or {})})
     given = vars(parser.parse_args(list(argv)))
@@ -69,7 +78,7 @@ def resolve_train_args(task_cls: type, argv: Sequence[str], recipe_defaults: dic
     quick = given.get("quick", config_layer.get("quick", (recipe_defaults or {}).get("quick", False)))
     layers = [task_cls.defaults, recipe_defaults or {}]
     if quick:
-        layers.append(task_cls.quick)
+        layers.append(quick_layer(task_cls.quick, {**config_layer, **given}))
     layers.append(config_layer)
     classes = [DataArguments, TrainingArguments, RunArguments, task_cls.Arguments]
     parts = resolve_arguments(classes, given, layers)
@@ -301,6 +310,8 @@ commands:
   evaluate TASK --run DIR       evaluate a trained run (optionally on other --data)
   predict TASK --run DIR INPUT  predict for raw inputs
   compare [options]             run several tasks and report them side by side
+  data [list | fetch [NAME...]] the built-in datasets: where each is found; fetch them now
+  export TASK --run DIR --out DIR   write a run as a Hugging Face transformers folder
 """
 
 
@@ -319,8 +330,17 @@ def main(argv: Sequence[str] | None = None, recipe_defaults: dict[str, Any] | No
             from .compare import main as compare_main
 
             return compare_main(rest)
+        if cmd == "data":
+            from .builtin_data import main as data_main
+
+            return data_main(rest)
+        if cmd == "export":
+            from .export import main as export_main
+
+            return export_main(rest)
         if cmd not in ("train", "evaluate", "predict"):
-            raise ConfigError(f"unknown command {cmd!r}; expected tasks, train, evaluate, predict or compare")
+            raise ConfigError(f"unknown command {cmd!r}; expected tasks, train, evaluate, predict, compare, data or "
+                              f"export")
         if not rest or rest[0].startswith("-"):
             raise ConfigError(f"`{PROG} {cmd}` needs a TASK: one of {', '.join(available_tasks())}")
         task_name, rest = rest[0], rest[1:]

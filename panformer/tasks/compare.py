@@ -35,9 +35,9 @@ from panformer.core.checkpoint import atomic_write_json, atomic_write_text
 from panformer.core.errors import ConfigError
 
 from . import available_tasks, get_task
-from .report import collect_images, fmt_metric, render_html, render_markdown
+from .report import collect_images, fmt_metric, render_html, render_markdown, summarize
 
-__all__ = ["main", "RunSpec", "Row", "DATASETS", "QUICK_OVERRIDES", "plan_runs", "run_one", "row_from_run"]
+__all__ = ["main", "RunSpec", "Row", "DATASETS", "plan_runs", "run_one", "row_from_run"]
 
 ROOT = Path(__file__).resolve().parents[2]  # the checkout: recipes/ beside panformer/
 PROG = "panformer compare"
@@ -57,11 +57,21 @@ DATASETS: dict[str, tuple[str, list[str]]] = {
     "recommendation": ("sasrec", ["--data", "{root}/sasrec/Video.txt"]),
 }
 
-# Extra options for --quick runs, on top of each task's own ``quick`` settings (keeps `make demo` short).
-QUICK_OVERRIDES: dict[str, list[str]] = {
-    "sentiment": ["--max-steps", "400"],  # 60 steps leave the tiny encoder at chance; 400 take ~15 s
-    "vit": ["--max-steps", "600"],  # ~93 % on digits in ~15 s instead of ~57 %
+# What a quick report says where a baseline wins: how the full recipe compares (BENCHMARKS.md has the runs).
+FULL_RUN_NOTES: dict[str, str] = {
+    "sentiment": "Short snippets favour word counts at this budget; on SST-2 the full recipe's single Transformer "
+                 "reaches 81.2 % against TF-IDF + LR's 82.9 %, and its ensemble of 12 runs 84.2 % (BENCHMARKS.md).",
+    "generation": "At this budget the recurrent model learns faster; the full GPT recipe reaches a validation loss of "
+                  "1.565 nats/char on tinyshakespeare in 15 minutes (BENCHMARKS.md).",
+    "vit": "On 8x8 digits convolutions and kernels have the edge at any budget so far: the full ViT recipe reaches "
+           "98.9 % (BENCHMARKS.md), the CNN 99.6 % and the SVC 99.3 %.",
+    "speech": "At this budget the whole-utterance classifier wins on single words; with the full recipe the "
+              "Transformer reaches WER 0.6 % on espeak sentences and 4.0 % on a held-out FSDD speaker "
+              "(BENCHMARKS.md), where an utterance classifier cannot spell new sequences.",
+    "recommendation": "With the full recipe SASRec reaches HR@10 0.745 on Amazon Games (3 runs; one run 0.724), against "
+                      "most-popular's 0.49 (BENCHMARKS.md).",
 }
+__all__ += ["FULL_RUN_NOTES"]
 
 
 @dataclass
@@ -74,6 +84,8 @@ class RunSpec:
     model: str  # "transformer" or the baseline's name
     argv: list[str]  # train options (without --out)
     data_label: str | None = None  # the --data-root folder it reads, e.g. "sst2"; None: built-in data
+    judge: str | None = None  # the run (name under OUT/runs) passed as --judge RUN once it succeeded
+    budget_s: float = 0.0  # its training budget (max_time_minutes), for the order of parallel runs
 
 
 @dataclass
@@ -124,18 +136,21 @@ def plan_runs(task: str, task_cls: type, common: list[str], data_root: Path | No
     """The subprocess runs for one task: the Transformer (+ --baseline), then each neural baseline.
     ``baselines``: "all", "none", or a comma list of "classical" and neural baseline names."""
     data = [a.replace("{root}", str(data_root)) for a in DATASETS[task][1]] if data_root and task in DATASETS else []
-    base = [*data, *(QUICK_OVERRIDES.get(task, []) if quick else []), *common]  # explicit flags win
+    base = [*data, *common]  # explicit flags win
     fields = getattr(getattr(task_cls, "Arguments", None), "__dataclass_fields__", {})
     # explicit either way: a recipe may default it on, and only the Transformer run should fit it
     on, off = (["--baseline", "true"], ["--baseline", "false"]) if "baseline" in fields else ([], [])
     wanted = {b.strip() for b in baselines.split(",")}
     pick = (lambda name: True) if "all" in wanted else (lambda name: name in wanted)
     label = DATASETS[task][0] if data else None
-    specs = [RunSpec(task, task, "transformer", "transformer", [*base, *(on if pick("classical") else off)], label)]
+    judge = getattr(task_cls, "judged_by", None) if "judge" in fields else None
+    budget = 60 * float((getattr(task_cls, "quick", {}) if quick else {}).get("max_time_minutes") or 0)
+    specs = [RunSpec(task, task, "transformer", "transformer", [*base, *(on if pick("classical") else off)], label,
+                     judge, budget)]
     for bname, options in (getattr(task_cls, "baselines", None) or {}).items():
         if pick(bname):
             specs.append(RunSpec(task, f"{task}-{bname}", "neural", bname, [*base, *off, *_flags(options or {})],
-                                 label))
+                                 label, None, budget))
     return specs
 
 
@@ -170,44 +185,58 @@ def _kill(pgid: int, sig: signal.Signals | None) -> None:
             pass
 
 
-def run_one(spec: RunSpec, out: Path, timeout_s: float | None = None) -> tuple[int, float, float, float, str]:
-    """Run ``spec`` as a child process; returns (exit code, wall s, CPU s, peak RSS MiB, error line)."""
-    run_dir, logs = out / "runs" / spec.name, out / "logs"
-    logs.mkdir(parents=True, exist_ok=True)
-    env = dict(os.environ, PYTHONUNBUFFERED="1",
-               PYTHONPATH=os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p))
-    t0 = time.perf_counter()
-    with open(logs / f"{spec.name}.stdout", "wb") as so, open(logs / f"{spec.name}.stderr", "wb") as se:
-        proc = subprocess.Popen(_command(spec, run_dir), stdout=so, stderr=se, stdin=subprocess.DEVNULL,
-                                env=env, start_new_session=True)  # own process group: killable as a whole
-        timed_out = False
-        try:
-            while True:
-                pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
-                if pid:
-                    break
-                elapsed = time.perf_counter() - t0
-                if timeout_s and elapsed > timeout_s:
-                    _kill(proc.pid, signal.SIGTERM if not timed_out else
-                          signal.SIGKILL if elapsed > timeout_s + 30 else None)
-                    timed_out = True
-                time.sleep(0.2)
-        except BaseException:  # Ctrl-C in compare: stop the child too
-            _kill(proc.pid, signal.SIGTERM)
-            proc.wait()
-            raise
-    code = os.waitstatus_to_exitcode(status)
-    proc.returncode = code
-    wall = time.perf_counter() - t0
-    peak_mb = usage.ru_maxrss / 1024  # Linux: KiB
-    error = ""
-    if timed_out:
-        error = f"timed out after {timeout_s / 60:g} min (--timeout-minutes)"
-    elif code != 0:
-        error = _last_line(logs / f"{spec.name}.stderr")
-    elif not (run_dir / "metrics.json").is_file():
-        code, error = 1, f"exit status 0 but no {run_dir / 'metrics.json'}"
-    return code, wall, usage.ru_utime + usage.ru_stime, peak_mb, error
+class _Child:
+    """One training subprocess of a compare, in its own process group (killable as a whole)."""
+
+    def __init__(self, spec: RunSpec, out: Path, timeout_s: float | None = None, extra: Sequence[str] = ()) -> None:
+        self.spec, self.out, self.timeout_s, self.timed_out = spec, out, timeout_s, False
+        self.run_dir, logs = out / "runs" / spec.name, out / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        env = dict(os.environ, PYTHONUNBUFFERED="1",
+                   PYTHONPATH=os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p))
+        self.t0 = time.perf_counter()
+        with open(logs / f"{spec.name}.stdout", "wb") as so, open(logs / f"{spec.name}.stderr", "wb") as se:
+            self.proc = subprocess.Popen([*_command(spec, self.run_dir), *extra], stdout=so, stderr=se,
+                                         stdin=subprocess.DEVNULL, env=env, start_new_session=True)
+
+    def poll(self) -> tuple[int, float, float, float, str] | None:
+        """None while it runs; then (exit code, wall s, CPU s, peak RSS MiB, error line)."""
+        pid, status, usage = os.wait4(self.proc.pid, os.WNOHANG)
+        elapsed = time.perf_counter() - self.t0
+        if not pid:
+            if self.timeout_s and elapsed > self.timeout_s:
+                _kill(self.proc.pid, signal.SIGTERM if not self.timed_out else
+                      signal.SIGKILL if elapsed > self.timeout_s + 30 else None)
+                self.timed_out = True
+            return None
+        code = os.waitstatus_to_exitcode(status)
+        self.proc.returncode = code
+        peak_mb = usage.ru_maxrss / 1024  # Linux: KiB
+        error = ""
+        if self.timed_out:
+            error = f"timed out after {self.timeout_s / 60:g} min (--timeout-minutes)"
+        elif code != 0:
+            error = _last_line(self.out / "logs" / f"{self.spec.name}.stderr")
+        elif not (self.run_dir / "metrics.json").is_file():
+            code, error = 1, f"exit status 0 but no {self.run_dir / 'metrics.json'}"
+        return code, elapsed, usage.ru_utime + usage.ru_stime, peak_mb, error
+
+    def stop(self) -> None:
+        _kill(self.proc.pid, signal.SIGTERM)
+        self.proc.wait()
+
+
+def run_one(spec: RunSpec, out: Path, timeout_s: float | None = None,
+            extra: Sequence[str] = ()) -> tuple[int, float, float, float, str]:
+    """Run ``spec`` as a child process and wait; returns (exit code, wall s, CPU s, peak RSS MiB, error line)."""
+    child = _Child(spec, out, timeout_s, extra)
+    try:
+        while (result := child.poll()) is None:
+            time.sleep(0.2)
+    except BaseException:  # Ctrl-C in compare: stop the child too
+        child.stop()
+        raise
+    return result
 
 
 def row_from_run(spec: RunSpec, out: Path, metric_names: Sequence[str], main_metric: str, code: int, wall: float,
@@ -256,6 +285,8 @@ def _parser() -> argparse.ArgumentParser:
                    "tinyshakespeare/, fsdd/, sasrec/): real datasets for the tasks that have one")
     p.add_argument("--max-steps", type=int, default=None, help="cap every run at this many optimizer steps")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads of each run")
+    p.add_argument("--jobs", type=int, default=None, help="runs at a time (default: with --quick, one per CPU core up "
+                   "to 4, each on one thread; else 1, with every thread)")
     p.add_argument("--timeout-minutes", type=float, default=None, help="stop a run that takes longer than this")
     p.add_argument("--baselines", default="all", metavar="WHICH",
                    help="all (default), none, or a comma list of 'classical' (the sklearn baseline of --baseline) "
@@ -276,9 +307,12 @@ def _parse(argv: Sequence[str]) -> argparse.Namespace:
         a.data_root = Path(a.data_root).expanduser().resolve()
         if not a.data_root.is_dir():
             raise ConfigError(f"--data-root {a.data_root}: no such folder")
-    for name in ("max_steps", "threads"):
+    for name in ("max_steps", "threads", "jobs"):
         if getattr(a, name) is not None and getattr(a, name) < 1:
             raise ConfigError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(a, name)}")
+    cpus = os.cpu_count() or 1
+    a.jobs = a.jobs or (min(cpus, 4) if a.quick else 1)
+    a.run_threads = max(1, cpus // a.jobs)  # a full run's threads when several run at once
     a.out = Path(a.out).expanduser().resolve()
     if a.out.is_file():
         raise ConfigError(f"--out {a.out} is a file; name a folder")
@@ -290,6 +324,7 @@ def _parse(argv: Sequence[str]) -> argparse.Namespace:
 def _write_results(out: Path, meta: dict[str, Any], rows: list[Row]) -> dict[str, Any]:
     order = {t: i for i, t in enumerate(meta["tasks"])}
     results = {**meta, "rows": [asdict(r) for r in sorted(rows, key=lambda r: order.get(r.task, len(order)))]}
+    results["summary"] = summarize(results, FULL_RUN_NOTES)
     atomic_write_json(out / "results.json", results)
     atomic_write_text(out / "report.md", render_markdown(results))
     atomic_write_text(out / "report.html", render_html(results, out))
@@ -331,9 +366,9 @@ def main(argv: Sequence[str] = ()) -> int:
             shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
     a.out.mkdir(parents=True, exist_ok=True)
     meta: dict[str, Any] = {
-        "schema_version": 1, "command": "panformer compare " + shlex.join(list(argv)), "quick": a.quick,
+        "schema_version": 2, "command": "panformer compare " + shlex.join(list(argv)), "quick": a.quick,
         "data_root": str(a.data_root) if a.data_root else None, "tasks": a.tasks,
-        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "total_time_s": 0.0,
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "total_time_s": 0.0, "jobs": a.jobs,
         "machine": {"python": platform.python_version(), "platform": platform.platform(), "cpus": os.cpu_count(),
                     "torch": _torch_version()}}
     for row in rows:
@@ -341,29 +376,67 @@ def main(argv: Sequence[str] = ()) -> int:
     _write_results(a.out, meta, rows)
     t0 = time.perf_counter()
     timeout = a.timeout_minutes * 60 if a.timeout_minutes else None
-    for i, (spec, names, main_metric) in enumerate(plans, 1):
-        label = spec.task if spec.kind == "transformer" else f"{spec.task} ({spec.model})"
-        _say(f"[{i}/{len(plans)}] {label} ...", end=" ")
-        try:
-            code, wall, cpu, peak, error = run_one(spec, a.out, timeout)
-        except KeyboardInterrupt:
-            _say(f"interrupted\n{PROG}: stopped; {a.out / 'report.html'} has the runs that finished")
-            return 130
-        new = row_from_run(spec, a.out, names, main_metric, code, wall, cpu, peak, error)
-        rows += new
-        if code == 0:
-            shown = [", ".join(f"{k} {fmt_metric(v)}" for k, v in r.metrics.items()) for r in new]
-            extra = [f"{r.model}: {text}" for r, text in zip(new[1:], shown[1:])]
-            _say(f"done in {wall:.0f} s, " + "; ".join([shown[0], *extra]))
-        else:
-            _say(f"FAILED in {wall:.0f} s (exit {code}): {error}")
-        meta["total_time_s"] = round(time.perf_counter() - t0, 2)
-        _write_results(a.out, meta, rows)  # after every run: an interrupted compare still leaves a report
+    order = {spec.name: i for i, (spec, _, _) in enumerate(plans)}
+    pending, running, done, ok_runs = _start_order([p[0] for p in plans]), [], 0, set()
+    info = {spec.name: (names, main_metric) for spec, names, main_metric in plans}
+    try:
+        while pending or running:
+            while len(running) < a.jobs and (spec := _next_ready(pending, running)) is not None:
+                pending.remove(spec)
+                extra = ["--judge", str(a.out / "runs" / spec.judge)] if spec.judge in ok_runs else []
+                extra += [] if a.threads or a.quick or a.jobs == 1 else ["--threads", str(a.run_threads)]
+                running.append(_Child(spec, a.out, timeout, extra))
+                if a.jobs == 1:
+                    _say(f"[{done + 1}/{len(plans)}] {_label(spec)} ...", end=" ")
+            time.sleep(0.2)
+            for child in list(running):
+                result = child.poll()
+                if result is None:
+                    continue
+                running.remove(child)
+                done += 1
+                spec, (code, wall, cpu, peak, error) = child.spec, result
+                new = row_from_run(spec, a.out, *info[spec.name], code, wall, cpu, peak, error)
+                rows += new
+                if code == 0:
+                    ok_runs.add(spec.name)
+                    shown = [", ".join(f"{k} {fmt_metric(v)}" for k, v in r.metrics.items()) for r in new]
+                    extra = [f"{r.model}: {text}" for r, text in zip(new[1:], shown[1:])]
+                    line = f"done in {wall:.0f} s, " + "; ".join([shown[0], *extra])
+                else:
+                    line = f"FAILED in {wall:.0f} s (exit {code}): {error}"
+                _say(line if a.jobs == 1 else f"[{done}/{len(plans)}] {_label(spec)} ... {line}")
+                meta["total_time_s"] = round(time.perf_counter() - t0, 2)
+                rows.sort(key=lambda r: order.get(r.name, -1))  # plan order, whichever finished first
+                _write_results(a.out, meta, rows)  # after every run: an interrupted compare still leaves a report
+    except KeyboardInterrupt:
+        for child in running:
+            child.stop()
+        _say(f"interrupted\n{PROG}: stopped; {a.out / 'report.html'} has the runs that finished")
+        return 130
     ok = {r.task for r in rows if r.kind == "transformer" and r.status == "ok"}
     n_ok = sum(r.status == "ok" for r in rows if r.kind != "classical")
     _say(f"compare: {n_ok}/{len(plans)} runs succeeded ({len(ok)}/{len(a.tasks)} tasks) in "
          f"{meta['total_time_s'] / 60:.1f} min; report: {a.out / 'report.html'} (and report.md, results.json)")
     return 0 if ok else 1
+
+
+def _label(spec: RunSpec) -> str:
+    return spec.task if spec.kind == "transformer" else f"{spec.task} ({spec.model})"
+
+
+def _start_order(specs: list[RunSpec]) -> list[RunSpec]:
+    """Parallel runs start judges first (others wait for them), then the longest budgets (the lanes end
+    together), else in plan order."""
+    judges = {s.judge for s in specs if s.judge}
+    return sorted(specs, key=lambda s: (s.name not in judges, -s.budget_s))
+
+
+def _next_ready(pending: list[RunSpec], running: list[_Child]) -> RunSpec | None:
+    """The first pending run whose judge is neither pending nor running (a judge that failed is no reason to
+    wait: the run goes ahead without it)."""
+    busy = {s.name for s in pending} | {c.spec.name for c in running}
+    return next((s for s in pending if s.judge not in busy), None)
 
 
 def _torch_version() -> str | None:

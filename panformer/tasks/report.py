@@ -15,7 +15,7 @@ from typing import Any
 
 from panformer.core.trainer import lower_is_better
 
-__all__ = ["fmt_metric", "fmt_row", "collect_images", "render_markdown", "render_html", "COLUMNS"]
+__all__ = ["fmt_metric", "fmt_row", "collect_images", "summarize", "render_markdown", "render_html", "COLUMNS"]
 
 MAX_IMAGES = 8  # per run directory: curves.png, then the task's own pictures
 COLUMNS = ("task", "model", "dataset", "metrics", "params", "train time", "throughput", "peak memory", "run time",
@@ -55,6 +55,77 @@ def fmt_row(row: dict[str, Any]) -> dict[str, str]:
             "run time": num(row.get("wall_time_s"), ".1f", " s"), "status": status}
 
 
+def _is_rate(name: str, values: list[float]) -> bool:
+    """Accuracy-like metrics in [0, 1] differ by percentage points; others (perplexity, bits, BLEU) by value."""
+    return all(0.0 <= v <= 1.0 for v in values) and not any(t in name for t in ("perplexity", "bits", "loss", "l1"))
+
+
+def _by_how_much(name: str, winner: float, loser: float) -> str:
+    """'2.3 points' for rates; else the difference and its size relative to the winner's value."""
+    d = abs(winner - loser)
+    if _is_rate(name, [winner, loser]):
+        return f"{100 * d:.1f} points"
+    return f"{fmt_metric(d)}" + (f" ({100 * d / abs(winner):.0f} %)" if winner else "")
+
+
+def _task_verdict(task: str, rows: list[dict[str, Any]], notes: dict[str, str], quick: bool) -> str:
+    """One sentence: who won this task on its first report metric, and by how much."""
+    tr = next((r for r in rows if r["kind"] == "transformer"), None)
+    if tr is None or tr["status"] != "ok":
+        error = (tr or {}).get("error") or "no run"
+        return f"{task}: the Transformer run failed ({error})."
+    name = next((k for k, v in tr["metrics"].items() if v is not None), None)
+    if name is None:
+        return f"{task}: the Transformer run reported none of its metrics."
+    tv = tr["metrics"][name]
+    rest = [f"{k} {fmt_metric(v)}" for k, v in tr["metrics"].items() if k != name and v is not None]
+    others = [r for r in rows if r["kind"] != "transformer" and r["status"] == "ok"
+              and (r.get("metrics") or {}).get(name) is not None]
+    if not others:
+        return (f"{task}: the Transformer alone (no baseline for this task): {name} {fmt_metric(tv)}"
+                + (f", {', '.join(rest)}" if rest else "") + ".")
+    lower = lower_is_better(name)
+    best = min(others, key=lambda r: r["metrics"][name] * (1 if lower else -1))
+    bv = best["metrics"][name]
+    who = f"{best['model']} ({KIND_LABEL.get(best['kind'], best['kind'])})"
+    if (tv <= bv) if lower else (tv >= bv):
+        n = len(others)
+        return (f"{task}: the Transformer wins on {name}, {fmt_metric(tv)} against {fmt_metric(bv)} for the best of "
+                f"{n} baseline{'s' if n > 1 else ''}, {who}: by {_by_how_much(name, tv, bv)}.")
+    text = (f"{task}: {who} wins on {name}, {fmt_metric(bv)} against the Transformer's {fmt_metric(tv)}: by "
+            f"{_by_how_much(name, bv, tv)}.")
+    note = notes.get(task) if quick else None
+    return text + (f" {note}" if note else "")
+
+
+def summarize(results: dict[str, Any], notes: dict[str, str] | None = None) -> dict[str, Any]:
+    """The report's words: ``{"intro": paragraph, "tasks": {task: sentence}}``, every number taken from
+    ``results["rows"]`` (so the text always says what the table says). ``notes``: per task, a sentence for a
+    quick run that a baseline won (where the full run stands, in BENCHMARKS.md)."""
+    rows = results.get("rows", [])
+    tasks = list(dict.fromkeys([*results.get("tasks", []), *(r["task"] for r in rows)]))
+    by_task = {t: [r for r in rows if r["task"] == t] for t in tasks}
+    lines = {t: _task_verdict(t, by_task[t], notes or {}, bool(results.get("quick"))) for t in tasks if by_task[t]}
+    runs = [r for r in rows if r["kind"] != "classical"]
+    m = results.get("machine") or {}
+    kind = ("A quick comparison (--quick: small models, each trained for a fixed wall-clock budget of well under a "
+            "minute, so these numbers show each Transformer learning, not how far it gets)"
+            if results.get("quick") else "A full comparison (each recipe's own settings and time budget)")
+    data = f"the datasets under {results['data_root']} where a task has one" if results.get("data_root") \
+        else "built-in data"
+    jobs = results.get("jobs") or 1
+    intro = (f"{kind} of {len(tasks)} task{'s' if len(tasks) != 1 else ''} on {data}: {len(runs)} training runs "
+             f"in {(results.get('total_time_s') or 0) / 60:.1f} minutes on {m.get('cpus', '?')} CPU cores"
+             f"{f', {jobs} at a time' if jobs > 1 else ''}.")
+    judged = [t for t in tasks if any(r["kind"] != "transformer" for r in by_task[t])]
+    won = [t for t in judged if " the Transformer wins " in lines.get(t, "")]
+    if judged:
+        intro += f" The Transformer won {len(won)} of the {len(judged)} tasks that have a baseline"
+        lost = [t for t in judged if t not in won]
+        intro += f"; {', '.join(lost)} went to a baseline." if lost else "."
+    return {"intro": intro, "tasks": lines}
+
+
 def collect_images(out: Path, run_dir: Path, limit: int = MAX_IMAGES) -> list[str]:
     """PNG files of a run directory (curves first, then top level, then sub-folders), relative to ``out``."""
     if not run_dir.is_dir():
@@ -74,8 +145,10 @@ def render_markdown(results: dict[str, Any]) -> str:
     lines = ["# panformer compare", "",
              f"`{results.get('command', '')}` — started {results.get('started', '?')}, "
              f"{'--quick (tiny models, few steps)' if results.get('quick') else 'full recipes'}, "
-             f"data: {results.get('data_root') or 'built-in'}, total {fmt_metric(results.get('total_time_s'))} s.", "",
-             "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+             f"data: {results.get('data_root') or 'built-in'}, total {fmt_metric(results.get('total_time_s'))} s.", ""]
+    summary = results.get("summary") or summarize(results)
+    lines += [summary["intro"], ""] + [f"- {text}" for text in summary["tasks"].values()] + [""]
+    lines += ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     for row in rows:
         cells = fmt_row(row)
         lines.append("| " + " | ".join(_md_cell(cells[c]) for c in COLUMNS) + " |")
@@ -104,6 +177,12 @@ def _data_uri(path: Path) -> str:
     return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode("ascii")
 
 
+def _html_summary(summary: dict[str, Any]) -> str:
+    e = html.escape
+    items = "".join(f"<li>{e(text)}</li>" for text in summary["tasks"].values())
+    return f"<div id='verdict'><p>{e(summary['intro'])}</p><ul>{items}</ul></div>"
+
+
 def render_html(results: dict[str, Any], out: Path) -> str:
     """A self-contained page: summary table, then per task the pictures of each of its runs."""
     e = html.escape
@@ -113,6 +192,7 @@ def render_html(results: dict[str, Any], out: Path) -> str:
             f"{e(str(results.get('started', '?')))}; {'--quick' if results.get('quick') else 'full recipes'}; data: "
             f"{e(str(results.get('data_root') or 'built-in'))}; "
             f"total {e(fmt_metric(results.get('total_time_s')))} s.</p>",
+            _html_summary(results.get("summary") or summarize(results)),
             "<table id='summary'><thead><tr>" + "".join(f"<th>{e(c)}</th>" for c in COLUMNS) + "</tr></thead><tbody>"]
     for row in rows:
         cells = fmt_row(row)

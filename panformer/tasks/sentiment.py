@@ -21,6 +21,7 @@ from panformer.core import Encoder, RNNConfig, RNNEncoder, TokenEmbedding, Trans
 from panformer.core.data import assemble_splits, bucket_batches, load_table, require_columns
 from panformer.core.errors import ConfigError, DataError
 from panformer.core.metrics import classification_metrics, confusion_matrix_png
+from panformer.core.pretrained import BertPooler, load_tokenizer
 from panformer.core.token_cache import TokenCacheArguments, cache_root
 from panformer.core.tokenizer import TextTokenizer, train_tokenizer
 
@@ -50,11 +51,14 @@ class SentimentArguments(TokenCacheArguments):
     dropout: float = field(default=0.1, metadata={"help": "dropout on sublayer outputs and embeddings"})
     norm_first: bool = field(default=True, metadata={"help": "pre-LN (true) or post-LN as in the paper (false)"})
     positional: str = field(default="learned", metadata={"help": "sinusoidal | learned | none"})
-    pooling: str = field(default="mean", metadata={"help": "mean | max | cls pooling of the encoder output"})
+    pooling: str = field(default="mean", metadata={
+        "help": "mean | max | cls pooling of the encoder output, or pooler: BERT's tanh(dense([CLS])) (exportable to "
+                "transformers, see `panformer export`)"})
     arch: str = field(default="transformer", metadata={
         "help": "encoder: transformer | lstm | gru (baselines: bidirectional, d_model wide, n_layers deep, same head)"})
     baseline: bool = field(default=False, metadata={"help": "also fit TF-IDF + logistic regression on the same split"})
-    pretrained: str | None = field(default=None, metadata={"help": "Hugging Face-format BERT directory to fine-tune (its tokenizer is used)"})
+    pretrained: str | None = field(default=None, metadata={
+        "help": "Hugging Face-format BERT directory or Hub id (org/name) to fine-tune (its tokenizer is used)"})
     token_dropout: float = field(default=0.0, metadata={
         "help": "training only: probability of replacing each token by <unk> (word dropout, a strong regulariser)"})
     mlm_pretrain_steps: int = field(default=0, metadata={
@@ -63,10 +67,13 @@ class SentimentArguments(TokenCacheArguments):
 
 
 class TextClassifier(nn.Module):
-    """ids (B, T) → logits (B, C): token embedding, core Encoder (or a recurrent encoder), pooling, linear head."""
+    """ids (B, T) → logits (B, C): token embedding, core Encoder (or a recurrent encoder), pooling, linear head.
+
+    ``pooling="pooler"``: BERT's pooler ``tanh(dense(h[:, 0]))`` (``pooler``, default a fresh one) instead of
+    :func:`core.pool`."""
 
     def __init__(self, cfg: TransformerConfig, vocab_size: int, num_classes: int, pad_id: int = 0,
-                 pooling: str = "mean", encoder: nn.Module | None = None) -> None:
+                 pooling: str = "mean", encoder: nn.Module | None = None, pooler: nn.Module | None = None) -> None:
         super().__init__()
         self.pad_id, self.pooling = pad_id, pooling
         recurrent = isinstance(encoder, RNNEncoder)
@@ -74,6 +81,7 @@ class TextClassifier(nn.Module):
         self.encoder = encoder if encoder is not None else Encoder(cfg)
         self.dropout = nn.Dropout(cfg.dropout)
         self.head = nn.Linear(cfg.d_model, num_classes)
+        self.pooler = None if pooling != "pooler" else pooler if pooler is not None else BertPooler(cfg.d_model)
 
     def forward(self, ids: Tensor, output_attentions: bool = False):
         mask = ids.eq(self.pad_id)  # (B, T) True at padding
@@ -85,7 +93,8 @@ class TextClassifier(nn.Module):
         else:
             out = self.encoder(self.embed(ids), mask, output_attentions=output_attentions)
             h, maps = out if output_attentions else (out, None)
-        logits = self.head(self.dropout(pool(h, mask, self.pooling)))
+        pooled = self.pooler(h) if self.pooler is not None else pool(h, mask, self.pooling)
+        logits = self.head(self.dropout(pooled))
         return (logits, maps) if output_attentions else logits
 
 
@@ -113,8 +122,8 @@ class SentimentTask(Task):
     report_metrics = ("accuracy", "f1")  # shown by `panformer compare`
     defaults = dict(epochs=10, batch_size=64, lr=5e-4, schedule="cosine", warmup_steps=200, weight_decay=0.05,
                     metric_for_best="accuracy", label_smoothing=0.0)
-    quick = dict(epochs=1, max_steps=60, d_model=64, n_heads=2, n_layers=1, d_ff=128, vocab_size=2000,
-                 max_examples=3000, batch_size=32, warmup_steps=10, eval_every=30)
+    quick = dict(max_time_minutes=0.5, schedule_clock="time", max_steps=100_000, d_model=64, n_heads=2, n_layers=1,
+                 d_ff=128, vocab_size=2000, batch_size=32, warmup_steps=30, eval_every=300)
     predict_help = "TEXT... sentences to classify"
     baselines = {"lstm": {"arch": "lstm"}, "gru": {"arch": "gru"}}
 
@@ -168,7 +177,7 @@ class SentimentTask(Task):
     def fit_assets(self) -> None:
         a = self.args
         if self.memmap:  # the tokenizer is trained (or found) with the cache, the labels read from it
-            cache = self._table.open(TextTokenizer.load(a.pretrained) if a.pretrained else None)
+            cache = self._table.open(load_tokenizer(a.pretrained) if a.pretrained else None)
             self.tokenizer, self.labels = cache.tokenizer, self._table.train_labels(cache)
             self._single_label_check()
             self._use_cache(cache)
@@ -177,7 +186,7 @@ class SentimentTask(Task):
             self.labels = sorted(set(train_labels), key=label_key)
             self._single_label_check()
             if a.pretrained:
-                self.tokenizer = TextTokenizer.load(a.pretrained)
+                self.tokenizer = load_tokenizer(a.pretrained)
             else:
                 self.tokenizer = train_tokenizer(train_texts, a.tokenizer, a.vocab_size, lowercase=a.lowercase)
         self._check_labels()
@@ -212,7 +221,8 @@ class SentimentTask(Task):
 
     def _wrapping(self) -> tuple[bool, bool, int]:
         """(add BOS, add EOS, max length) of the model's input ids."""
-        return self.args.pooling == "cls" or bool(self.args.pretrained), bool(self.args.pretrained), self.args.max_len
+        a = self.args
+        return a.pooling in ("cls", "pooler") or bool(a.pretrained), bool(a.pretrained), a.max_len
 
     def _encode_texts(self, texts: list[str]) -> list[list[int]]:
         """Token ids as the model reads them (an empty text becomes ``<unk>``)."""
@@ -268,13 +278,14 @@ class SentimentTask(Task):
             return TextClassifier(self.model_config(), self.tokenizer.vocab_size, len(self.labels), self.tokenizer.pad_id,
                                   a.pooling, encoder=rnn)
         if self.args.pretrained:
-            from panformer.core.pretrained import load_bert
+            from panformer.core.pretrained import load_bert, load_bert_pooler
 
             bert = load_bert(self.args.pretrained)
             cfg = TransformerConfig(d_model=bert.config.d_model, n_heads=bert.config.n_heads, n_layers=1,
                                     d_ff=bert.config.d_ff, dropout=self.args.dropout)
+            pooler = load_bert_pooler(self.args.pretrained, cfg.d_model) if self.args.pooling == "pooler" else None
             return TextClassifier(cfg, self.tokenizer.vocab_size, len(self.labels), self.tokenizer.pad_id,
-                                  self.args.pooling, encoder=bert)
+                                  self.args.pooling, encoder=bert, pooler=pooler)
         return TextClassifier(self.model_config(), self.tokenizer.vocab_size, len(self.labels), self.tokenizer.pad_id,
                               self.args.pooling)
 
@@ -300,7 +311,7 @@ class SentimentTask(Task):
         targs = replace(targs, max_steps=steps, lr=self.args.mlm_pretrain_lr or targs.lr, schedule="cosine",
                         warmup_steps=min(targs.warmup_steps or steps // 10, steps // 2), max_time_minutes=None)
         texts = sorted(set(self.splits["train"][0]))
-        seqs = self.tokenizer.encode_batch(texts, add_bos=self.args.pooling == "cls", max_len=self.args.max_len)
+        seqs = self.tokenizer.encode_batch(texts, add_bos=self.args.pooling in ("cls", "pooler"), max_len=self.args.max_len)
         tok = self.tokenizer
         special = self._special_ids()
         s = masked_lm_pretrain(model.embed, model.encoder, seqs, pad_id=tok.pad_id, mask_id=tok.mask_id,

@@ -9,14 +9,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from torch import Tensor
-
 from ..config import TransformerConfig
 from ..errors import ConfigError
 from ..models import CausalTransformerLM
-from .hf import TensorSpec, assign_tensors, config_value, find_prefix, read_config, read_state_dict
+from .hf import Block, TensorSpec, assign_tensors, config_value, find_prefix, read_config, read_state_dict, transpose
 
-__all__ = ["gpt2_config", "load_gpt2", "GPT2_MODEL_TYPES"]
+__all__ = ["gpt2_config", "gpt2_specs", "load_gpt2", "GPT2_MODEL_TYPES"]
 
 GPT2_MODEL_TYPES = ("gpt2",)
 _ACTIVATIONS = {"gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh", "gelu": "gelu", "relu": "relu"}
@@ -52,11 +50,8 @@ def gpt2_config(cfg: dict[str, Any], where: Path | str = "config.json") -> Trans
     )
 
 
-def _t(x: Tensor) -> Tensor:
-    return x.t()
-
-
-def _gpt2_specs(model: CausalTransformerLM, p: str, tied: bool) -> dict[str, TensorSpec]:
+def gpt2_specs(model: CausalTransformerLM, p: str, tied: bool) -> dict[str, TensorSpec]:
+    """Our parameter name → (Hugging Face tensor name under prefix ``p``, transform, source shape)."""
     d, f = model.cfg.d_model, model.cfg.d_ff
     specs: dict[str, TensorSpec] = {
         "embed.weight": (f"{p}wte.weight", None, None),
@@ -69,14 +64,14 @@ def _gpt2_specs(model: CausalTransformerLM, p: str, tied: bool) -> dict[str, Ten
     for i in range(len(model.decoder.layers)):
         ours, h = f"decoder.layers.{i}", f"{p}h.{i}"
         for j, name in enumerate(("q_proj", "k_proj", "v_proj")):  # c_attn: (d, 3d) = [q | k | v]
-            specs[f"{ours}.self_attn.{name}.weight"] = (f"{h}.attn.c_attn.weight", lambda w, j=j: w[:, j * d:(j + 1) * d].t(), (d, 3 * d))
-            specs[f"{ours}.self_attn.{name}.bias"] = (f"{h}.attn.c_attn.bias", lambda b, j=j: b[j * d:(j + 1) * d], (3 * d,))
+            specs[f"{ours}.self_attn.{name}.weight"] = (f"{h}.attn.c_attn.weight", Block(j, 3, 1, transposed=True), (d, 3 * d))
+            specs[f"{ours}.self_attn.{name}.bias"] = (f"{h}.attn.c_attn.bias", Block(j, 3, 0), (3 * d,))
         specs.update({
-            f"{ours}.self_attn.out_proj.weight": (f"{h}.attn.c_proj.weight", _t, (d, d)),
+            f"{ours}.self_attn.out_proj.weight": (f"{h}.attn.c_proj.weight", transpose, (d, d)),
             f"{ours}.self_attn.out_proj.bias": (f"{h}.attn.c_proj.bias", None, None),
-            f"{ours}.ffn.linear1.weight": (f"{h}.mlp.c_fc.weight", _t, (d, f)),
+            f"{ours}.ffn.linear1.weight": (f"{h}.mlp.c_fc.weight", transpose, (d, f)),
             f"{ours}.ffn.linear1.bias": (f"{h}.mlp.c_fc.bias", None, None),
-            f"{ours}.ffn.linear2.weight": (f"{h}.mlp.c_proj.weight", _t, (f, d)),
+            f"{ours}.ffn.linear2.weight": (f"{h}.mlp.c_proj.weight", transpose, (f, d)),
             f"{ours}.ffn.linear2.bias": (f"{h}.mlp.c_proj.bias", None, None),
             f"{ours}.norm1.weight": (f"{h}.ln_1.weight", None, None),
             f"{ours}.norm1.bias": (f"{h}.ln_1.bias", None, None),
@@ -109,7 +104,7 @@ def load_gpt2(path: str | Path, dropout: float | None = None, attention_dropout:
                                 scale_embeddings=False)
     tensors, source = read_state_dict(path)
     prefix = find_prefix(tensors, "wte.weight", ("transformer.",), source)
-    assign_tensors(model, _gpt2_specs(model, prefix, tied), tensors, source, _IGNORE)
+    assign_tensors(model, gpt2_specs(model, prefix, tied), tensors, source, _IGNORE)
     model.bos_id = raw.get("bos_token_id")
     model.eos_id = raw.get("eos_token_id")
     model.hf_config = raw

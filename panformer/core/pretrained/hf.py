@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import pickle
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
@@ -17,22 +18,49 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import ConfigError
+from .hub import resolve_pretrained
 
-__all__ = ["read_config", "read_state_dict", "find_prefix", "TensorSpec", "assign_tensors", "config_value"]
+__all__ = ["read_config", "read_state_dict", "find_prefix", "TensorSpec", "assign_tensors", "export_tensors", "config_value",
+           "transpose", "Block"]
 
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
 
-# (source key, transform applied to the source tensor, expected source shape or None = target's shape)
+# (source key, transform applied to the source tensor, expected source shape or None = target's shape).
+# The transform is None, :func:`transpose` or a :class:`Block`: each has a known inverse, so one map
+# serves loading (:func:`assign_tensors`) and exporting (:func:`export_tensors`).
 TensorSpec = tuple[str, Callable[[Tensor], Tensor] | None, tuple[int, ...] | None]
 
 
+def transpose(x: Tensor) -> Tensor:
+    """(a, b) → (b, a): ``Conv1D`` weights (in, out) ↔ ``nn.Linear`` weights (out, in). Its own inverse."""
+    return x.t()
+
+
+@dataclass(frozen=True)
+class Block:
+    """Block ``index`` of ``count`` equal blocks along ``dim`` of a fused source tensor (e.g. GPT-2's
+    ``c_attn`` = [q | k | v]), then transposed when ``transposed``. Exporting concatenates the blocks."""
+
+    index: int
+    count: int
+    dim: int = -1
+    transposed: bool = False
+
+    def __call__(self, src: Tensor) -> Tensor:
+        part = src.chunk(self.count, self.dim)[self.index]
+        return part.t() if self.transposed else part
+
+    def to_source(self, value: Tensor) -> Tensor:
+        return value.t() if self.transposed else value
+
+
 def _model_dir(path: str | Path) -> Path:
-    p = Path(path).expanduser()
+    p = resolve_pretrained(path)
     if p.is_file() and p.name == "config.json":
         p = p.parent
     if not p.is_dir():
         raise ConfigError(f"pretrained model directory not found: {p} (expected a folder with config.json and "
-                          "model.safetensors or pytorch_model.bin)")
+                          "model.safetensors or pytorch_model.bin, or a Hugging Face Hub id such as org/name)")
     return p
 
 
@@ -161,3 +189,33 @@ def assign_tensors(
         raise ConfigError(f"{where}: unexpected tensor {left[0]!r} (shape {_shape(tensors[left[0]].shape)})"
                           f"{', ' + ', '.join(map(repr, left[1:3])) if len(left) > 1 else ''}{more}: "
                           "config.json does not describe these weights")
+
+
+@torch.no_grad()
+def export_tensors(model: nn.Module, specs: dict[str, TensorSpec]) -> dict[str, Tensor]:
+    """The inverse of :func:`assign_tensors`: source-format tensors (fresh, contiguous float copies) from
+    ``model``'s parameters. Several :class:`Block` specs of one source key are concatenated in order.
+
+    ``model``'s own state (not ``named_parameters``) is read, so layers shared across depths
+    (``share_layers``) are written once per depth, as a format without sharing expects.
+    """
+    state = model.state_dict()
+    absent = sorted(k for k, p in model.named_parameters() if k not in specs)
+    if absent:  # a bug in the map, not the user's input
+        raise RuntimeError(f"no target tensor mapped for {absent}")
+    out: dict[str, Tensor] = {}
+    blocks: dict[str, dict[int, tuple[Block, Tensor]]] = {}
+    for name, (key, fn, _) in specs.items():
+        value = state[name].detach()
+        if isinstance(fn, Block):
+            blocks.setdefault(key, {})[fn.index] = (fn, fn.to_source(value))
+        elif fn is None or fn is transpose:
+            out[key] = value.t() if fn is transpose else value
+        else:
+            raise RuntimeError(f"{name}: transform {fn!r} has no known inverse")
+    for key, parts in blocks.items():
+        fn = parts[min(parts)][0]
+        if sorted(parts) != list(range(fn.count)):
+            raise RuntimeError(f"{key}: blocks {sorted(parts)} of {fn.count} mapped")
+        out[key] = torch.cat([parts[i][1] for i in range(fn.count)], dim=fn.dim)
+    return {k: v.float().contiguous().clone() for k, v in out.items()}

@@ -8,19 +8,20 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 
 from ..errors import ConfigError
 from ..tokenizer import TextTokenizer, _guess_specials
+from .hub import resolve_pretrained
 
 __all__ = ["load_tokenizer"]
 
 
 def load_tokenizer(path: str | Path) -> TextTokenizer:
     """``tokenizer.json``, else BERT's ``vocab.txt`` (honouring ``do_lower_case``), else GPT-2's
-    ``vocab.json`` + ``merges.txt`` (byte-level BPE).
+    ``vocab.json`` + ``merges.txt`` (byte-level BPE). ``path``: a folder or a Hub id (:func:`resolve_pretrained`).
 
     Padding and truncation baked into a ``tokenizer.json`` (sentence-transformers ships ``Fixed: 128``
     padding) are switched off: callers pad per batch and truncate with ``max_len``. Special tokens
     are the model's own ([CLS]/[SEP]/[PAD] for BERT, <s>/</s>/<pad> for RoBERTa, <|endoftext|> for GPT-2).
     """
-    d = Path(path)
+    d = resolve_pretrained(path)
     if not d.is_dir():
         raise ConfigError(f"pretrained model directory not found: {d}")
     if (d / "tokenizer.json").is_file():

@@ -2,7 +2,8 @@
 
 Data: built-in scenes of real handwritten digits pasted on a canvas (exact boxes); COCO-format
 ``instances.json`` + image folder; Hugging Face datasets with an ``objects`` column of boxes.
-Metrics: COCO ``map`` / ``map_50`` / ``map_75`` (pycocotools), per-class precision / recall at IoU 0.5.
+Metrics: COCO ``map`` / ``map_50`` / ``map_75`` (pycocotools; for COCO-JSON input against the original
+annotation file, with a COCO results JSON written per split), per-class precision / recall at IoU 0.5.
 """
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from panformer.core.checkpoint import atomic_write_json
 from panformer.core.data import is_hub_name, seeded_split
 from panformer.core.errors import ConfigError, DataError
 
@@ -24,11 +26,12 @@ from .data import (DIGIT_CLASSES, DetectionDataset, collate_detection, digit_sce
                    preprocess, record_image)
 from .loss import SetCriterion
 from .matcher import HungarianMatcher
-from .metrics import coco_map, draw_detections, per_class_pr
+from .metrics import coco_evaluate, coco_map, coco_results, draw_detections, load_coco_gt, per_class_pr
 from .model import DETR, MLP, detr_config, detr_r50, postprocess
 
 __all__ = ["DetectionTask", "DetectionArguments", "DETR", "MLP", "SetCriterion", "HungarianMatcher", "detr_config",
-           "detr_r50", "postprocess", "digit_scenes", "load_coco", "load_hf", "coco_map", "per_class_pr"]
+           "detr_r50", "postprocess", "digit_scenes", "load_coco", "load_hf", "coco_map", "coco_evaluate", "coco_results",
+           "load_coco_gt", "per_class_pr"]
 
 PREDICT_FIELDS = ("score_threshold", "draw_dir")
 
@@ -82,7 +85,8 @@ class DetectionTask(Task):
     model_fields = tuple(f.name for f in fields(DetectionArguments) if f.name not in PREDICT_FIELDS)
     defaults = dict(epochs=60, batch_size=32, lr=5e-4, weight_decay=1e-4, schedule="cosine", warmup_steps=200,
                     grad_clip=0.1, metric_for_best="map", adam_beta2=0.999, adam_eps=1e-8)
-    quick = dict(epochs=1, max_steps=60, builtin_scenes=400, max_digits=2, d_model=64, n_heads=4, n_encoder_layers=1,
+    quick = dict(max_time_minutes=1.0, schedule_clock="time", max_steps=100_000, builtin_scenes=2000, max_digits=2,
+                 d_model=64, n_heads=4, n_encoder_layers=1,
                  n_decoder_layers=2, d_ff=128, num_queries=6, small_channels=[16, 32, 64], batch_size=16,
                  warmup_steps=10, eval_every=60, num_draw=2)
     predict_help = "IMAGE... image files to detect objects in"
@@ -206,19 +210,37 @@ class DetectionTask(Task):
             preds += [{k: v.cpu() for k, v in p.items()} for p in postprocess(out, batch["orig_sizes"])]
         return preds, loss_sum / max(len(ds), 1)
 
+    def _coco_gt(self, path: str) -> Any:
+        """The original annotation file as a pycocotools ``COCO``, parsed once per task."""
+        cache = self.__dict__.setdefault("_coco_gts", {})
+        if path not in cache:
+            cache[path] = load_coco_gt(path)
+        return cache[path]
+
     def evaluate(self, model: nn.Module, split: str = "valid", out_dir: Path | None = None) -> dict[str, float]:
         """{"map", "map_50", "map_75", "map_small/medium/large", "mar_1/10/100", "precision_50",
-        "recall_50", "f1_50", "precision_50/<class>", "recall_50/<class>", "loss"}; with ``out_dir``
-        also ``predictions/*.png`` (red: detections >= score_threshold, green: ground truth)."""
+        "recall_50", "f1_50", "precision_50/<class>", "recall_50/<class>", "loss"}.
+
+        COCO-JSON data is scored on the official protocol: the detections, in the file's image ids,
+        category ids and original pixels, against the annotation file itself (crowd regions ignored,
+        small / medium / large by the file's ``area``), over this split's images. With ``out_dir``
+        also ``detections_<split>.json`` (COCO results: [{"image_id", "category_id", "bbox": [x, y, w, h],
+        "score"}]) and ``predictions/*.png`` (red: detections >= score_threshold, green: ground truth)."""
         was_training = model.training
         model.eval()
         preds, loss = self._run(model, split, self.args.batch_size)
         model.train(was_training)
         gts = self.splits[split]
-        metrics = coco_map(preds, gts, len(self.categories))
+        results = coco_results(preds, [r["image_id"] for r in gts], [c["id"] for c in self.categories])
+        files = {r.get("coco_file") for r in gts}
+        if len(files) == 1 and None not in files:
+            metrics = coco_evaluate(results, self._coco_gt(files.pop()), [r["image_id"] for r in gts])
+        else:  # built-in scenes, Hugging Face data: a ground truth re-built from the records
+            metrics = coco_map(preds, gts, len(self.categories))
         metrics.update(per_class_pr(preds, gts, self.class_names, self.args.score_threshold))
         metrics["loss"] = loss
         if out_dir is not None:
+            atomic_write_json(Path(out_dir) / f"detections_{split}.json", results, indent=None)
             for rec, pred in list(zip(gts, preds))[: self.args.num_draw]:
                 scale = max(1, 256 // max(rec["width"], rec["height"]))
                 png = Path(out_dir) / "predictions" / f"{split}_{rec['image_id']}.png"

@@ -6,6 +6,9 @@ Every source becomes a list of *records*, one per image::
      "boxes": float (N, 4) absolute xyxy pixels, "labels": long (N,) contiguous class ids 0..K-1,
      and one of "image": uint8 (3, H, W) | "path": str | "hf": (datasets.Dataset, row, column)}
 
+COCO-JSON records also hold "coco_file" (the annotation file evaluation scores against) and the crowd
+regions, "crowd_boxes" (M, 4) xyxy and "crowd_labels" (M,); ``image_id`` is then the file's own id.
+
 :class:`DetectionDataset` turns records into model inputs (resized, normalised images and
 normalised cxcywh boxes) and :func:`collate_detection` pads them into a batch with a pixel mask.
 """
@@ -149,7 +152,9 @@ def load_coco(json_path: str | Path, image_dir: str | Path | None, what: str = "
     """Read a COCO ``instances.json`` and validate it against the images in ``image_dir``.
 
     ``categories`` (from the training file) fixes the class order; by default the file's own
-    ``categories`` sorted by id. ``iscrowd`` annotations are skipped (as in DETR).
+    ``categories`` sorted by id. ``iscrowd`` annotations are not training targets (as in DETR): they
+    go to ``"crowd_boxes"`` (M, 4) xyxy / ``"crowd_labels"`` (M,). Each record also names its file
+    (``"coco_file"``), which evaluation scores against (:func:`.metrics.load_coco_gt`).
     Returns (records, categories as [{"id", "name"}]).
     """
     p = Path(json_path)
@@ -186,7 +191,8 @@ def load_coco(json_path: str | Path, image_dir: str | Path | None, what: str = "
         W, H = _image_size(path, f"{what} {p}: images[{i}]")
         if ("width" in im and int(im["width"]) != W) or ("height" in im and int(im["height"]) != H):
             raise DataError(f"{what} {p}: images[{i}] says {im.get('width')}x{im.get('height')} but {path} is {W}x{H}")
-        images[im["id"]] = {"image_id": int(im["id"]), "width": W, "height": H, "path": str(path), "boxes": [], "labels": []}
+        images[im["id"]] = {"image_id": int(im["id"]), "width": W, "height": H, "path": str(path), "boxes": [], "labels": [],
+                            "crowd_boxes": [], "crowd_labels": [], "coco_file": str(p)}
     names = ", ".join(str(c) for c in index)
     for i, ann in enumerate(coco["annotations"]):
         where = f"{what} {p}: annotations[{i}] (id {ann.get('id')})" if isinstance(ann, dict) else f"{what} {p}: annotations[{i}]"
@@ -197,17 +203,17 @@ def load_coco(json_path: str | Path, image_dir: str | Path | None, what: str = "
             raise DataError(f"{where}: image_id {ann['image_id']!r} is not in 'images'")
         if ann["category_id"] not in index:
             raise DataError(f"{where}: unknown category_id {ann['category_id']!r}; known category ids: {names}")
-        if ann.get("iscrowd", 0):
-            continue
-        rec["boxes"].append(_check_box(ann["bbox"], rec["width"], rec["height"], f"{where}, image {rec['path']}"))
-        rec["labels"].append(index[ann["category_id"]])
+        crowd = "crowd_" if ann.get("iscrowd", 0) else ""
+        rec[crowd + "boxes"].append(_check_box(ann["bbox"], rec["width"], rec["height"], f"{where}, image {rec['path']}"))
+        rec[crowd + "labels"].append(index[ann["category_id"]])
     records = [_tensors(r) for r in images.values()]
     return records, categories
 
 
 def _tensors(rec: dict[str, Any]) -> dict[str, Any]:
-    rec["boxes"] = torch.tensor(rec["boxes"], dtype=torch.float32).reshape(-1, 4)
-    rec["labels"] = torch.tensor(rec["labels"], dtype=torch.long)
+    for prefix in ("", "crowd_") if "crowd_boxes" in rec else ("",):
+        rec[prefix + "boxes"] = torch.tensor(rec[prefix + "boxes"], dtype=torch.float32).reshape(-1, 4)
+        rec[prefix + "labels"] = torch.tensor(rec[prefix + "labels"], dtype=torch.long)
     return rec
 
 

@@ -51,7 +51,8 @@ class GenerationArguments(SamplingArguments, TokenCacheArguments):
     d_ff: int | None = field(default=None, metadata={"help": "feed-forward width (default: 4 * d_model)"})
     dropout: float = field(default=0.0, metadata={"help": "dropout on sublayer outputs and embeddings"})
     bias: bool = field(default=True, metadata={"help": "biases in linear layers"})
-    pretrained: str | None = field(default=None, metadata={"help": "GPT-2-format Hugging Face directory to start from (its tokenizer is used)"})
+    pretrained: str | None = field(default=None, metadata={
+        "help": "GPT-2-format Hugging Face directory or Hub id (org/name) to start from (its tokenizer is used)"})
     eval_max_tokens: int | None = field(default=None, metadata={"help": "validation tokens scored at each evaluation during training (default: all)"})
     prompt: str = field(default="", metadata={"help": "text to continue (predict, and the samples written after training)"})
     max_new_tokens: int = field(default=200, metadata={"help": "tokens to generate"})
@@ -92,7 +93,8 @@ class GenerationTask(Task):
     defaults = dict(epochs=1000, max_steps=5000, batch_size=64, lr=1e-3, schedule="cosine", warmup_steps=100,
                     min_lr_ratio=0.1, weight_decay=0.1, adam_beta2=0.99, metric_for_best="loss", eval_every=250,
                     valid_fraction=0.1, test_fraction=0.0, log_every=50)
-    quick = dict(max_steps=150, d_model=64, n_heads=2, n_layers=2, block_size=64, batch_size=16, eval_every=50,
+    quick = dict(max_time_minutes=0.4, schedule_clock="time", max_steps=100_000, d_model=64, n_heads=2, n_layers=2,
+                 block_size=64, batch_size=16, eval_every=300,
                  max_chars=200_000, eval_max_tokens=8192, max_new_tokens=100, warmup_steps=5, lr=3e-3)
     predict_help = "PROMPT... texts to continue (or --prompt; nothing: unconditional)"
     baselines = {"lstm": {"arch": "lstm"}}
@@ -147,9 +149,9 @@ class GenerationTask(Task):
         if a.pretrained and getattr(a, "arch", "transformer") != "transformer":
             raise ConfigError(f"--arch {a.arch} cannot load --pretrained GPT-2 weights; drop one of them")
         if a.pretrained:
-            from panformer.core.pretrained import load_gpt2
+            from panformer.core.pretrained import load_gpt2, load_tokenizer
 
-            self.tokenizer = TextTokenizer.load(a.pretrained)
+            self.tokenizer = load_tokenizer(a.pretrained)
             self._pretrained_model = load_gpt2(a.pretrained)
             self.spec = _spec_of(self._pretrained_model)
             self.block_size = min(a.block_size, self.spec["config"]["max_len"])
@@ -306,7 +308,7 @@ def from_pretrained(path: str, **options: Any) -> tuple[GenerationTask, nn.Modul
     from dataclasses import fields
     from types import SimpleNamespace
 
-    from panformer.core.pretrained import load_gpt2
+    from panformer.core.pretrained import load_gpt2, load_tokenizer
 
     args = {f.name: f.default for f in fields(GenerationArguments)}
     unknown = set(options) - set(args)
@@ -314,7 +316,7 @@ def from_pretrained(path: str, **options: Any) -> tuple[GenerationTask, nn.Modul
         raise ConfigError(f"unknown generation options {sorted(unknown)}")
     args.update(options, pretrained=path)
     task = GenerationTask(SimpleNamespace(**args))
-    task.tokenizer = TextTokenizer.load(path)
+    task.tokenizer = load_tokenizer(path)
     model = load_gpt2(path).eval()
     task.spec, task.block_size = _spec_of(model), model.cfg.max_len
     return task, model

@@ -74,8 +74,9 @@ class ImageGenerationTask(Task):
     defaults = dict(epochs=1000, max_steps=3000, batch_size=64, lr=1e-3, schedule="cosine", warmup_steps=100,
                     min_lr_ratio=0.1, weight_decay=0.1, adam_beta2=0.99, metric_for_best="loss", eval_every=250,
                     log_every=50)
-    quick = dict(max_steps=150, d_model=64, n_heads=2, n_layers=2, batch_size=32, eval_every=50, warmup_steps=10,
+    quick = dict(max_time_minutes=0.5, schedule_clock="time", max_steps=100_000, d_model=64, n_heads=2, n_layers=2, batch_size=32, eval_every=50, warmup_steps=10,
                  lr=3e-3, dropout=0.0, judge_steps=60, eval_samples_per_class=4)
+    judged_by = "vit"  # compare passes its run as --judge
     predict_help = "CLASS... classes to generate (or --classes; nothing: every class)"
 
     def __init__(self, args: Any) -> None:

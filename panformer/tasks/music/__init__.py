@@ -84,14 +84,14 @@ class MusicTask(Task):
     summary = "symbolic music: decoder-only LM over note events (Bach chorales); MIDI + piano roll; perplexity, pitch-class statistics"
     Arguments = MusicArguments
     main_metric = "loss"
-    report_metrics = ("perplexity", "pch_distance")
+    report_metrics = ("perplexity", "pch_distance", "in_key_share", "in_key_share_real")
     model_fields = MODEL_FIELDS
     predict_without_inputs = True
     predict_help = "PROMPT... MIDI / MusicXML files or music21 corpus names to continue (nothing: from scratch)"
     defaults = dict(epochs=100, max_steps=4000, batch_size=32, lr=1e-3, schedule="cosine", warmup_steps=100,
                     min_lr_ratio=0.1, weight_decay=0.1, adam_beta2=0.99, metric_for_best="loss", eval_every=250,
                     valid_fraction=0.1, test_fraction=0.1, log_every=50)
-    quick = dict(max_pieces=32, max_steps=150, d_model=64, n_heads=2, n_layers=2, block_size=128, batch_size=16,
+    quick = dict(max_time_minutes=0.3, schedule_clock="time", max_steps=100_000, max_pieces=32, d_model=64, n_heads=2, n_layers=2, block_size=128, batch_size=16,
                  dropout=0.0, eval_every=50, eval_samples=4, max_new_tokens=192, warmup_steps=5, lr=3e-3)
 
     def __init__(self, args: Any) -> None:

@@ -86,7 +86,7 @@ class RecommendationTask(Task):
     report_metrics = ("sampled/hr@10", "sampled/ndcg@10", "full/ndcg@10")  # shown by `panformer compare`
     defaults = dict(epochs=100, batch_size=128, lr=1e-3, schedule="constant", warmup_steps=50, weight_decay=0.0,
                     adam_beta2=0.98, metric_for_best="sampled/ndcg@10", early_stopping_patience=10)
-    quick = dict(epochs=30, max_steps=120, d_model=32, n_heads=1, n_layers=1, d_ff=64, batch_size=64, max_len=30,
+    quick = dict(max_time_minutes=0.25, schedule_clock="time", max_steps=100_000, d_model=32, n_heads=1, n_layers=1, d_ff=64, batch_size=64, max_len=30,
                  lr=2e-3, warmup_steps=10, eval_every=40, early_stopping_patience=None)
     model_fields = ("model", "arch", "max_len", "d_model", "n_heads", "n_layers", "d_ff", "activation", "norm_first",
                     "dropout", "attention_dropout")

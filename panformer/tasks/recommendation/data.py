@@ -8,9 +8,6 @@ from __future__ import annotations
 
 import math
 import re
-import subprocess
-import sys
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -29,7 +26,6 @@ __all__ = [
 USER_COLUMNS = ("user_id", "user", "userId", "uid", "customer_id", "session_id")
 ITEM_COLUMNS = ("item_id", "item", "itemId", "iid", "movie_id", "movieId", "product_id", "asin")
 TIME_COLUMNS = ("timestamp", "time", "ts", "datetime", "date", "unixReviewTime")
-RECBOLE_WHEEL = "recbole==1.2.1"
 _INT_RE = re.compile(r"^[+-]?\d+$")
 
 
@@ -323,46 +319,16 @@ def sample_negatives(user_items: Sequence[Sequence[int]], num_items: int, k: int
 
 
 # -- built-in data -------------------------------------------------------------------------------
-def _recbole_inter() -> Path:
-    from panformer.tasks.builtin_data import cache_dir
-
-    import importlib.util
-
-    spec = importlib.util.find_spec("recbole")  # an installed RecBole: read its file, import nothing
-    if spec is not None and spec.submodule_search_locations:
-        for loc in spec.submodule_search_locations:
-            p = Path(loc) / "dataset_example" / "ml-100k" / "ml-100k.inter"
-            if p.is_file():
-                return p
-    target = cache_dir() / "recbole" / "ml-100k.inter"
-    if target.is_file():
-        return target
-    d = target.parent
-    d.mkdir(parents=True, exist_ok=True)
-    wheels = sorted(d.glob("recbole-*.whl"))
-    if not wheels:
-        cmd = [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--only-binary", ":all:",
-               RECBOLE_WHEEL, "-d", str(d)]
-        res = subprocess.run(cmd, capture_output=True, text=True)
-        wheels = sorted(d.glob("recbole-*.whl"))
-        if res.returncode != 0 or not wheels:
-            last = res.stderr.strip().splitlines()[-1] if res.stderr.strip() else "no output"
-            raise DataError(f"built-in recommendation data: could not fetch the {RECBOLE_WHEEL} wheel from the package "
-                            f"index ({last}); `pip install {RECBOLE_WHEEL} --no-deps`, or pass --data")
-    with zipfile.ZipFile(wheels[-1]) as z:
-        data = z.read("recbole/dataset_example/ml-100k/ml-100k.inter")
-    tmp = target.with_suffix(".tmp")
-    tmp.write_bytes(data)
-    tmp.replace(target)
-    return target
-
-
 def movielens_100k(min_rating: float | None = None) -> dict[str, list[str]]:
     """MovieLens 100K (GroupLens; 943 users, 1,682 movies, 100,000 ratings 1-5 with timestamps) as
     shipped in the RecBole wheel (``recbole/dataset_example/ml-100k/ml-100k.inter``; RecBole is MIT,
-    the data is GroupLens's research-use licence). Every rating counts as an interaction unless
+    the data is GroupLens's research-use licence): an installed RecBole's copy (``panformer[data]``,
+    read without importing RecBole), else the cache, else the recbole 1.2.0 wheel fetched once from the
+    package index (:mod:`panformer.tasks.builtin_data`). Every rating counts as an interaction unless
     ``min_rating`` is set."""
-    return read_atomic_inter(_recbole_inter(), Columns(min_rating=min_rating), "built-in MovieLens-100K")
+    from panformer.tasks.builtin_data import MOVIELENS, builtin_file
+
+    return read_atomic_inter(builtin_file(MOVIELENS), Columns(min_rating=min_rating), "built-in MovieLens-100K")
 
 
 def markov_sequences(num_users: int = 300, num_items: int = 60, length: int = 20, seed: int = 0,

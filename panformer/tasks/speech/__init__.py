@@ -51,7 +51,7 @@ class SpeechTask(Task):
                     metric_for_best="cer", adam_beta2=0.98, grad_clip=5.0)
     # --quick: tiny model, no SpecAugment / dropout, one intra-op thread (a d_model-96 model's matmuls
     # are too small to split across threads; on a busy CPU spinning OpenMP workers cost 10x)
-    quick = dict(epochs=1, max_steps=300, builtin_size=400, builtin_kind="digits", d_model=96, n_heads=4, n_layers=2,
+    quick = dict(max_time_minutes=0.6, schedule_clock="time", max_steps=100_000, builtin_size=400, builtin_kind="digits", d_model=96, n_heads=4, n_layers=2,
                  d_ff=384, n_mels=40, conv_channels=32, batch_size=16, lr=2e-3, warmup_steps=20, eval_every=150,
                  log_every=25, spec_freq_masks=0, spec_time_masks=0, dropout=0.0, threads=1)
     predict_help = "AUDIO... wav / flac files to transcribe"

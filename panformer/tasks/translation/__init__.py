@@ -94,8 +94,9 @@ class TranslationTask(Task):
     model_fields = MODEL_FIELDS
     defaults = dict(epochs=30, batch_size=128, lr=7e-4, schedule="inverse_sqrt", warmup_steps=1000, weight_decay=0.0001,
                     label_smoothing=0.1, metric_for_best="bleu", adam_beta2=0.98)
-    quick = dict(epochs=100, max_steps=300, d_model=64, n_heads=2, n_layers=1, d_ff=128, vocab_size=600, builtin_size=2000,
-                 batch_size=32, warmup_steps=30, eval_every=100, eval_max_examples=64, beam_size=2, lr=2e-3,
+    quick = dict(max_time_minutes=0.5, schedule_clock="time", max_steps=100_000, schedule="cosine", d_model=96,
+                 n_heads=2, n_layers=2, d_ff=256, vocab_size=600, builtin_size=20000, batch_size=64, warmup_steps=30,
+                 eval_every=400, eval_max_examples=64, beam_size=2, lr=2e-3, label_smoothing=0.0, dropout=0.0,
                  attention_examples=1)
     predict_help = "SENTENCE... source sentences to translate"
 

@@ -41,15 +41,16 @@ class TTSTask(Task):
     summary = "text-to-speech (Transformer-TTS): core encoder-decoder → log-mel, stop token, Griffin-Lim; mel L1, CER"
     Arguments = TTSArguments
     main_metric = "mel_l1"
-    report_metrics = ("mel_l1", "cer")
+    report_metrics = ("mel_l1", "cer", "cer_real")  # cer_real: the judge on the real audio, for scale
     model_fields = MODEL_FIELDS
     defaults = dict(epochs=200, batch_size=32, lr=1e-3, schedule="cosine", warmup_steps=200, weight_decay=0.01,
                     metric_for_best="mel_l1", greater_is_better=False, adam_beta2=0.98, grad_clip=1.0,
                     eval_every=250)
-    quick = dict(epochs=1, max_steps=150, builtin_size=120, builtin_kind="phrases", d_model=64, n_heads=2,
+    quick = dict(max_time_minutes=0.5, schedule_clock="time", max_steps=100_000, builtin_size=120, builtin_kind="digits", d_model=64, n_heads=2,
                  n_layers=1, decoder_layers=1, d_ff=256, encoder_convs=1, prenet_dim=64, postnet_channels=64,
                  batch_size=16, lr=2e-3, warmup_steps=20, eval_every=75, log_every=25, eval_free_max=8,
                  griffin_lim_iters=16, dropout=0.0, threads=1)
+    judged_by = "speech"  # compare passes its run as --judge
     predict_help = "TEXT... sentences to speak (wav + png files go to --out-dir, default RUN/predictions)"
 
     # -- data -------------------------------------------------------------------------------------

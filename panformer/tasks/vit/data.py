@@ -295,8 +295,9 @@ def open_source(source: str, what: str, channels: int, image_column: str | None 
 def build_transform(image_size: int, mean: Sequence[float], std: Sequence[float], augment: str, train: bool) -> v2.Compose:
     """uint8 (C, H, W) → float (C, image_size, image_size), normalised.
 
-    augment (train only): ``none``; ``affine`` (±10° rotation, ±10 % shift, 0.9–1.1 scale: digits,
-    characters); ``crop-flip`` (random-resized crop with scale 0.5–1 and horizontal flips: photos).
+    augment (train only): ``none``; ``crop-flip`` (random-resized crop with scale 0.5–1 and horizontal flips:
+    photos). ``affine`` (±10° rotation, ±10 % shift, 0.9–1.1 scale: digits, characters) is not applied here
+    but to whole batches, by :func:`panformer.core.augment.random_affine` in the task's loss.
     Evaluation: resize the short side to ``image_size`` and centre-crop.
     """
     ops: list[Any]
@@ -304,19 +305,31 @@ def build_transform(image_size: int, mean: Sequence[float], std: Sequence[float]
         ops = [v2.RandomResizedCrop(image_size, scale=(0.5, 1.0), antialias=True), v2.RandomHorizontalFlip()]
     else:
         ops = [v2.Resize(image_size, antialias=True), v2.CenterCrop(image_size)]
-        if train and augment == "affine":
-            ops.append(v2.RandomAffine(degrees=10, translate=(0.1, 0.1), scale=(0.9, 1.1)))
     return v2.Compose([*ops, v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(mean), list(std))])
 
 
 class ImageDataset(torch.utils.data.Dataset):
-    """(image float (C, S, S), class index) pairs from an :class:`ImageSource`."""
+    """(image float (C, S, S), class index) pairs from an :class:`ImageSource`.
 
-    def __init__(self, source: ImageSource, label_index: dict[Any, int], transform: Callable[[Tensor], Tensor]) -> None:
+    ``cache_mb``: with a deterministic ``transform`` (no random augmentation), keep each transformed image
+    after its first use while they fit in this many MiB (small datasets: later epochs and evaluations skip
+    the per-image decode, resize and normalise)."""
+
+    def __init__(self, source: ImageSource, label_index: dict[Any, int], transform: Callable[[Tensor], Tensor],
+                 cache_mb: float = 0.0) -> None:
         self.source, self.label_index, self.transform = source, label_index, transform
+        self.cache_mb = cache_mb
+        self._cache: dict[int, Tensor] = {}
+        self._cached_bytes = 0
 
     def __len__(self) -> int:
         return len(self.source)
 
     def __getitem__(self, i: int) -> tuple[Tensor, int]:
-        return self.transform(self.source.load(i)), self.label_index[self.source.labels[i]]
+        x = self._cache.get(i)
+        if x is None:
+            x = self.transform(self.source.load(i))
+            if self._cached_bytes + x.nbytes <= self.cache_mb * 2**20:
+                self._cache[i] = x
+                self._cached_bytes += x.nbytes
+        return x, self.label_index[self.source.labels[i]]

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
+from panformer.core.augment import random_affine
 from panformer.core.data import assemble_splits
 from panformer.core.errors import ConfigError, DataError
 from panformer.core.metrics import classification_metrics, confusion_matrix_png, top_k_accuracy
@@ -69,8 +70,9 @@ class VitTask(Task):
                     "pretrained", "pretrained_heads")
     defaults = dict(epochs=100, batch_size=64, lr=1e-3, schedule="cosine", warmup_steps=200, weight_decay=0.05,
                     adam_beta2=0.999, adam_eps=1e-8, metric_for_best="accuracy", label_smoothing=0.1)
-    quick = dict(epochs=1, max_steps=120, d_model=64, n_heads=2, n_layers=2, d_ff=128, patch_size=4, batch_size=32,
-                 lr=3e-3, warmup_steps=10, eval_every=60, augment="none", label_smoothing=0.0, rollout_images=2)
+    quick = dict(max_time_minutes=0.6, schedule_clock="time", max_steps=100_000, d_model=96, n_heads=2, n_layers=2,
+                 d_ff=192, patch_size=4, batch_size=32, lr=3e-3, warmup_steps=10, eval_every=500, augment="none",
+                 label_smoothing=0.0, rollout_images=2)
     predict_help = "IMAGE... image files to classify"
     baselines = {"cnn": {"arch": "cnn"}}
 
@@ -170,7 +172,9 @@ class VitTask(Task):
         return build_transform(p["vit"]["image_size"], p["mean"], p["std"], p["augment"] if train else "none", train)
 
     def _dataset(self, split: str, train: bool = False) -> ImageDataset:
-        return ImageDataset(self.splits[split], {v: i for i, v in enumerate(self.labels)}, self._transform(train))
+        random_aug = train and self.prep["augment"] == "crop-flip"  # per image; affine: per batch, in loss()
+        return ImageDataset(self.splits[split], {v: i for i, v in enumerate(self.labels)}, self._transform(train),
+                            cache_mb=0.0 if random_aug else 256.0)
 
     def train_dataset(self) -> ImageDataset:
         return self._dataset("train", train=True)
@@ -208,7 +212,10 @@ class VitTask(Task):
             raise ConfigError(f"--pretrained {self.args.pretrained}: does not fit the model (missing {missing[:3]}, unexpected {unexpected[:3]})")
 
     def loss(self, model: nn.Module, batch: dict[str, Tensor]) -> Tensor:
-        return F.cross_entropy(model(batch["images"]).float(), batch["labels"], label_smoothing=self.args.label_smoothing)
+        images = batch["images"]
+        if self.prep["augment"] == "affine":  # training only: evaluation never goes through the loss
+            images = random_affine(images)
+        return F.cross_entropy(model(images).float(), batch["labels"], label_smoothing=self.args.label_smoothing)
 
     # -- results ----------------------------------------------------------------------------------
     @torch.no_grad()
