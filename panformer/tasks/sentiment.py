@@ -152,21 +152,19 @@ class SentimentTask(Task):
 
     def load_data(self) -> None:
         a = self.args
+        self.data_name = "movie-review snippets (Hutto & Gilbert 2014)" if a.data is None else Path(a.data).name
         if self.memmap:
             if getattr(a, "baseline", False) or a.mlm_pretrain_steps:
                 raise ConfigError("--baseline and --mlm-pretrain-steps read every training text into memory; "
                                   "not with --cache-dir / --streaming")
-            self.data_name = "movie-review snippets (Hutto & Gilbert 2014)" if a.data is None else Path(a.data).name
             self._table = SentimentCache(a, TEXT_COLUMNS, movie_review_snippets, self._read, self._check_row)
             if self.__dict__.get("tokenizer") is not None:  # evaluate: the run's tokenizer and labels are loaded
                 self._use_cache(self._table.open(self.tokenizer))
             return
         if a.data is None:
             texts, labels = movie_review_snippets()
-            self.data_name = "movie-review snippets (Hutto & Gilbert 2014)"
         else:
             texts, labels = self._read(a.data, "--data")
-            self.data_name = Path(a.data).name
         self.splits = assemble_splits(
             len(texts), lambda ids: ([texts[i] for i in ids], [labels[i] for i in ids]),
             valid=self._read(a.valid_data, "--valid-data") if a.valid_data else None,

@@ -102,16 +102,11 @@ class RecommendationTask(Task):
             raise ConfigError("recommendation splits --data by leave-one-out (last item test, second-to-last "
                               "validation); --valid-data / --test-data are not used")
         cols = Columns(a.user_column, a.item_column, a.time_column, a.rating_column, a.min_rating, a.id_type)
+        self.data_name = "MovieLens-100K (built-in, from the RecBole wheel)" if a.data is None else Path(a.data).name
         if self.memmap:  # grouped, filtered and encoded once into a memory-mapped cache
-            self.data_name = "MovieLens-100K (built-in, from the RecBole wheel)" if a.data is None else Path(a.data).name
             self._use_cache(SequenceCache(a, cols).open())
             return
-        if a.data is None:
-            seqs = movielens_100k(a.min_rating)
-            self.data_name = "MovieLens-100K (built-in, from the RecBole wheel)"
-        else:
-            seqs = read_interactions(a.data, cols, "--data")
-            self.data_name = Path(a.data).name
+        seqs = movielens_100k(a.min_rating) if a.data is None else read_interactions(a.data, cols, "--data")
         seqs, self.filter_stats = filter_interactions(seqs, a.min_user_interactions, a.min_item_interactions)
         if a.max_examples:
             seqs = dict(list(seqs.items())[: a.max_examples])

@@ -24,8 +24,7 @@ from panformer.core.text_stream import iter_lines
 from panformer.core.token_cache import (CacheWriter, RaggedArray, TokenCache, cache_folder, cache_root,
                                         open_token_cache, source_fingerprint, token_dtype)
 
-from .data import (Columns, ItemVocab, _clean_ids, _columns, _ids, _rated, _recbole_inter, _times, sasrec_pair,
-                   window_ends)
+from .data import Columns, ItemVocab, _clean_ids, _columns, _ids, _rated, _times, sasrec_pair, window_ends
 
 __all__ = ["SequenceCache", "LeaveOneOut", "cached_windows"]
 
@@ -109,8 +108,10 @@ def _table_chunks(source: str, kind: str, cols: Columns, what: str, streaming: b
 
 def interaction_chunks(source: str | None, cols: Columns, what: str, streaming: bool) -> Callable[[], Iterator[Chunk]]:
     """A function starting a pass over the interactions of :func:`.data.read_interactions`'s sources."""
-    if source is None:  # built-in MovieLens-100K, from the RecBole wheel
-        path = _recbole_inter()
+    if source is None:  # built-in MovieLens-100K (tasks.builtin_data)
+        from panformer.tasks.builtin_data import MOVIELENS, builtin_file
+
+        path = builtin_file(MOVIELENS)
         return lambda: _table_chunks(str(path), "inter", cols, "built-in MovieLens-100K", False)
     p = Path(source).expanduser()
     if p.is_dir():

@@ -120,47 +120,35 @@ class TranslationTask(Task):
         """Train from a memory-mapped token cache (``--cache-dir`` / ``--streaming``) instead of in memory."""
         return cache_root(self.args) is not None
 
-    def _cached_rows(self):
-        """The training pairs as rows read in batches (the memory-mapped path)."""
+    def _train_pairs(self, cached: bool):
+        """The training pairs: in memory ``(sources, targets)``; ``cached``: rows read in batches
+        (:class:`.data.ParallelLines`, :class:`.data.ParallelTable`, :class:`core.rows.ListRows`)."""
         a = self.args
         pair = self._file_pair("")
+        if pair is not None and a.data:
+            raise ConfigError("give either --data or --source-file/--target-file, not both")
         if pair is not None:
             self.data_name = Path(a.source_file).name
-            return ParallelLines(*pair)
+            return ParallelLines(*pair) if cached else read_parallel_files(*pair)
         if a.data:
             self.data_name = Path(a.data).name
-            return parallel_rows(a.data, "--data", a)
-        src, tgt = number_expression_pairs(a.builtin_size, seed=0, source_lang=a.source_lang, target_lang=a.target_lang)
+            return parallel_rows(a.data, "--data", a) if cached else read_source(a.data, "--data", a)
         self.data_name = f"num2words {a.source_lang}→{a.target_lang} number and date expressions"
-        return ListRows({"source": src, "target": tgt})
+        src, tgt = number_expression_pairs(a.builtin_size, seed=0, source_lang=a.source_lang, target_lang=a.target_lang)
+        return ListRows({"source": src, "target": tgt}) if cached else (src, tgt)
 
     def load_data(self) -> None:
         a = self.args
         if a.tie_embeddings and not a.shared_vocab:
             raise ConfigError("--tie-embeddings needs --shared-vocab true (one vocabulary); or pass --tie-embeddings false")
+        train = self._train_pairs(cached=self.memmap)
+        valid = self._files("valid_") or (read_source(a.valid_data, "--valid-data", a) if a.valid_data else None)
+        test = self._files("test_") or (read_source(a.test_data, "--test-data", a) if a.test_data else None)
         if self.memmap:
-            if self._file_pair("") is not None and a.data:
-                raise ConfigError("give either --data or --source-file/--target-file, not both")
-            rows = self._cached_rows()
-            valid = self._files("valid_") or (read_source(a.valid_data, "--valid-data", a) if a.valid_data else None)
-            test = self._files("test_") or (read_source(a.test_data, "--test-data", a) if a.test_data else None)
-            self._table = TranslationCache(a, rows, valid or None, test or None)
+            self._table = TranslationCache(a, train, valid or None, test or None)
             if self.__dict__.get("src_tok") is not None:  # evaluate: the run's tokenizers are loaded
                 self._use_cache(self._table.open(self.src_tok, self.tgt_tok))
             return
-        train = self._files("")
-        if train is not None and a.data:
-            raise ConfigError("give either --data or --source-file/--target-file, not both")
-        if train is not None:
-            self.data_name = Path(a.source_file).name
-        elif a.data:
-            train = read_source(a.data, "--data", a)
-            self.data_name = Path(a.data).name
-        else:
-            train = number_expression_pairs(a.builtin_size, seed=0, source_lang=a.source_lang, target_lang=a.target_lang)
-            self.data_name = f"num2words {a.source_lang}→{a.target_lang} number and date expressions"
-        valid = self._files("valid_") or (read_source(a.valid_data, "--valid-data", a) if a.valid_data else None)
-        test = self._files("test_") or (read_source(a.test_data, "--test-data", a) if a.test_data else None)
         self.splits = assemble_splits(
             len(train[0]), lambda ids: ([train[0][i] for i in ids], [train[1][i] for i in ids]), valid=valid or None,
             test=test or None, valid_fraction=a.valid_fraction, test_fraction=a.test_fraction, seed=a.seed,
