@@ -50,6 +50,17 @@ def shared_path(*parts: str) -> Path:
     return p
 
 
+class InterruptAt:
+    """A Trainer callback that raises KeyboardInterrupt (Ctrl-C) after optimizer step ``step``."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_step_end(self, trainer, logs) -> None:
+        if trainer.state.step == self.step:
+            raise KeyboardInterrupt
+
+
 @pytest.fixture
 def cli(capsys):
     """Run ``panformer ARGS...`` in-process; returns (exit_code, stdout, stderr)."""

@@ -29,6 +29,8 @@ from panformer.core.schedules import build_scheduler, lr_lambda
 from panformer.core.trainer import Trainer, TrainingArguments, lower_is_better
 from safetensors.torch import load_file
 
+from conftest import InterruptAt
+
 # --- tiny synthetic regression problem ------------------------------------------------------------
 
 
@@ -367,22 +369,13 @@ def _run(tmp, callbacks=None, loss_fn=mse_loss, resume=False, **kw):
     return trainer, trainer.train()
 
 
-class _InterruptAt:
-    def __init__(self, step: int) -> None:
-        self.step = step
-
-    def on_step_end(self, trainer, logs) -> None:
-        if trainer.state.step == self.step:
-            raise KeyboardInterrupt
-
-
 @pytest.mark.parametrize("ema", [0.0, 0.8], ids=["plain", "ema"])
 @pytest.mark.parametrize("where", ["after_step_5", "after_eval_step_6", "inside_step_7"])
 def test_interrupt_and_resume_is_bit_identical(tmp_path, where, ema):
     ref_trainer, ref = _run(tmp_path / "ref", ema_decay=ema)
     callbacks, loss_fn = None, mse_loss
     if where.startswith("after"):
-        callbacks = [_InterruptAt(int(where[-1]))]
+        callbacks = [InterruptAt(int(where[-1]))]
     else:
         calls = [0]
 

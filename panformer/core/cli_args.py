@@ -1,7 +1,7 @@
 """Dataclass arguments → argparse options, with a YAML/JSON config file and flags layered on top.
 
 Precedence (lowest first): dataclass defaults, caller overrides (a task's or recipe's defaults),
-``--quick`` overrides, the ``--config`` file, then flags given on the command line.
+``--quick`` overrides, the ``--config`` file (or a run's ``config.json``), then flags given on the command line.
 """
 from __future__ import annotations
 
@@ -11,11 +11,11 @@ import json
 import types
 import typing
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 from .errors import ConfigError
 
-__all__ = ["add_dataclass_arguments", "load_config_file", "resolve_arguments", "field_names"]
+__all__ = ["add_dataclass_arguments", "load_config_file", "resolve_arguments", "field_names", "str2bool"]
 
 
 def _unwrap_optional(tp: Any) -> tuple[Any, bool]:
@@ -27,7 +27,7 @@ def _unwrap_optional(tp: Any) -> tuple[Any, bool]:
     return tp, False
 
 
-def _str2bool(s: str) -> bool:
+def str2bool(s: str) -> bool:
     v = s.lower()
     if v in ("1", "true", "yes", "y", "on"):
         return True
@@ -61,7 +61,7 @@ def add_dataclass_arguments(parser: argparse.ArgumentParser, cls: type, title: s
             choices = list(typing.get_args(tp))
             tp = type(choices[0])
         if tp is bool:
-            group.add_argument(flag, nargs="?", const=True, type=_str2bool, metavar="BOOL", **kw)
+            group.add_argument(flag, nargs="?", const=True, type=str2bool, metavar="BOOL", **kw)
             continue
         if typing.get_origin(tp) in (list, tuple):
             inner = typing.get_args(tp)[0] if typing.get_args(tp) else str
@@ -80,11 +80,21 @@ def _optional(conv):
     return parse
 
 
-def load_config_file(path: str | Path) -> dict[str, Any]:
-    """Read a YAML or JSON mapping of option names (dashes or underscores) to values."""
-    p = Path(path)
+def load_config_file(path: str | Path, task: str | None = None, drop: Iterable[str] = (),
+                     what: str = "--config") -> dict[str, Any]:
+    """Read a YAML or JSON mapping of option names (dashes or underscores) to values.
+
+    A run directory, or the ``config.json`` in it (``{"task": NAME, "args": {...}}``), gives the run's options:
+    ``drop`` lists those that belong to that run alone (its output folder, --resume ...), and a run of another
+    task than ``task`` is refused.
+    """
+    p = Path(path).expanduser()
+    if p.is_dir():
+        if not (p / "config.json").is_file():
+            raise ConfigError(f"{what} {p}: no config.json in this folder; pass a YAML/JSON file or a run directory")
+        p = p / "config.json"
     if not p.is_file():
-        raise ConfigError(f"--config: file not found: {p}")
+        raise ConfigError(f"{what}: file not found: {p}")
     text = p.read_text(encoding="utf-8")
     try:
         if p.suffix.lower() == ".json":
@@ -94,11 +104,16 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
 
             data = yaml.safe_load(text)
     except Exception as e:  # noqa: BLE001 - reported as one line
-        raise ConfigError(f"--config {p}: cannot parse ({type(e).__name__}: {e})") from None
+        raise ConfigError(f"{what} {p}: cannot parse ({type(e).__name__}: {e})") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise ConfigError(f"--config {p}: expected a mapping of option: value, got {type(data).__name__}")
+        raise ConfigError(f"{what} {p}: expected a mapping of option: value, got {type(data).__name__}")
+    if set(data) == {"task", "args"} and isinstance(data["args"], dict):  # a run's config.json
+        if task is not None and data["task"] != task:
+            raise ConfigError(f"{what} {p}: a {data['task']!r} run, not {task!r}; use `train {data['task']}` or "
+                              f"a {task} run")
+        data = {k: v for k, v in data["args"].items() if k not in set(drop)}
     return {str(k).replace("-", "_"): v for k, v in data.items()}
 
 

@@ -1,10 +1,13 @@
-"""Data plumbing shared by every task: tables from files or the Hugging Face hub, column checks,
-seeded splits and length-bucketed batching. Errors name the file, column and what was expected."""
+"""Data plumbing shared by every task: tables from files, datasets from the Hugging Face hub or local
+dataset folders (``NAME[:CONFIG][:SPLIT]``), column checks, seeded splits and length-bucketed batching.
+Errors name the file, column and what was expected."""
 from __future__ import annotations
 
 import contextlib
 import gzip
 import random
+import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
@@ -12,7 +15,8 @@ from .errors import DataError
 
 __all__ = [
     "TABLE_SUFFIXES", "load_table", "require_columns", "seeded_split", "cut_by_fractions", "assemble_splits", "read_lines",
-    "bucket_batches", "is_hub_name",
+    "bucket_batches", "is_hub_name", "HubSpec", "parse_hub_spec", "default_split", "load_hf_dataset", "is_saved_dataset",
+    "ROLE_SPLITS",
 ]
 
 TABLE_SUFFIXES = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
@@ -28,9 +32,77 @@ def _suffix(path: Path) -> str:
 def is_hub_name(source: str) -> bool:
     """A string that is no local path and looks like ``name`` or ``org/name`` on the Hugging Face hub."""
     p = Path(source)
-    if p.exists() or p.suffix or source.startswith((".", "/", "~")):
+    if p.exists() or p.suffix or source.startswith((".", "/", "~")) or ":" in source or "\\" in source:
         return False
     return source.count("/") <= 1 and all(part for part in source.split("/"))
+
+
+# the split each data flag reads when its NAME names none (Hugging Face's names), and what else may stand for it
+ROLE_SPLITS = {"--data": "train", "--valid-data": "validation", "--test-data": "test"}
+SPLIT_ALIASES = {"validation": ("validation", "valid", "dev", "val"), "test": ("test",), "train": ("train",)}
+_DRIVE = re.compile(r"^[A-Za-z]:[\\/]")  # C:\data or C:/data: a Windows path, never NAME:CONFIG
+_COLON = re.compile(r":(?![^\[]*\])")
+_SPLIT_LIKE = re.compile(r"(train|validation|valid|dev|val|test)([_-]\w+)?(\[.*\])?|.*[\[+].*")
+
+
+@dataclass(frozen=True)
+class HubSpec:
+    """``NAME[:CONFIG][:SPLIT]``: a hub dataset (``name`` / ``org/name``) or a local dataset folder (data
+    files, a ``README.md`` with ``configs:``, or a ``save_to_disk`` folder); None fields were not given."""
+
+    name: str
+    config: str | None = None
+    split: str | None = None
+
+    @property
+    def local(self) -> bool:
+        return Path(self.name).expanduser().is_dir()
+
+
+def default_split(what: str) -> str:
+    """The split a data flag reads by default: ``--data`` train, ``--valid-data`` validation, ``--test-data`` test."""
+    return ROLE_SPLITS.get(what.split()[0] if what.strip() else what, "train")
+
+
+def parse_hub_spec(source: str | Path) -> HubSpec | None:
+    """Parse ``NAME[:CONFIG][:SPLIT]``, or None when ``source`` is a file path.
+
+    A path that exists wins (also one containing ':'); so do ``C:\\...`` Windows paths and names with a file
+    suffix. ``NAME:X`` reads X as a split when it looks like one (train, validation, test, dev, valid, with
+    an optional suffix such as ``_matched`` or a slice ``[:10%]``), otherwise as a config;
+    ``NAME:CONFIG:SPLIT`` and ``NAME::SPLIT`` say it explicitly. E.g. ``glue:sst2:validation``.
+    """
+    s = str(source)
+    if not s.strip():
+        return None
+    path = Path(s).expanduser()
+    if path.is_dir():
+        return HubSpec(s)
+    if path.exists() or _DRIVE.match(s):
+        return None
+    parts = _COLON.split(s)  # a ':' inside a slice such as train[:10%] separates nothing
+    for k in (1, 2):  # a local folder whose own name may hold ':', then :CONFIG / :SPLIT
+        head = ":".join(parts[:-k])
+        if len(parts) > k and head and Path(head).expanduser().is_dir():
+            return _spec(head, parts[-k:])
+    name, *tail = parts
+    if len(tail) > 2 or not is_hub_name(name):
+        return None
+    return _spec(name, tail)
+
+
+def _spec(name: str, tail: list[str]) -> HubSpec:
+    if len(tail) == 2:
+        return HubSpec(name, tail[0] or None, tail[1] or None)
+    if len(tail) == 1 and tail[0]:
+        return HubSpec(name, split=tail[0]) if _SPLIT_LIKE.fullmatch(tail[0]) else HubSpec(name, config=tail[0])
+    return HubSpec(name)
+
+
+def is_saved_dataset(path: str | Path) -> bool:
+    """A folder written by ``datasets``' ``save_to_disk`` (a Dataset or a DatasetDict)."""
+    p = Path(path).expanduser()
+    return (p / "dataset_dict.json").is_file() or (p / "state.json").is_file()
 
 
 @contextlib.contextmanager
@@ -51,55 +123,107 @@ def _quiet_datasets() -> Iterator[None]:
             datasets.enable_progress_bars()
 
 
-def load_table(source: str | Path, what: str = "--data", split: str = "train", hub_config: str | None = None):
-    """Read a CSV / TSV / JSON / JSONL / Parquet file (gzip accepted) or a hub dataset into a
-    ``datasets.Dataset``. Raises :class:`DataError` for a missing, unreadable, empty or unknown source."""
+def _first_line(e: BaseException) -> str:
+    return f"{type(e).__name__}: {str(e).strip().splitlines()[0][:200]}" if str(e).strip() else type(e).__name__
+
+
+def load_hf_dataset(source: str | HubSpec, what: str = "--data", split: str | None = None):
+    """One split of a hub dataset, a local dataset folder or a ``save_to_disk`` folder, as a ``datasets.Dataset``.
+
+    ``source``: ``NAME[:CONFIG][:SPLIT]`` (see :func:`parse_hub_spec`). Without a SPLIT it reads ``split``, by
+    default the flag's own (:func:`default_split` of ``what``), or an alias of it (``valid``/``dev`` for
+    validation); a local folder with a single split is read whole, a single saved Dataset is itself. A
+    missing split is a DataError naming the splits that exist.
+    """
+    spec = source if isinstance(source, HubSpec) else parse_hub_spec(source)
+    if spec is None:
+        raise DataError(f"{what}: not a dataset name or folder: {source}")
+    shown = source if isinstance(source, str) else spec.name
     with _quiet_datasets():
-        return _load_table(str(source), what, split, hub_config)
+        return _load_hf(spec, str(shown), what, spec.split or split or default_split(what), spec.split is not None)
 
 
-def _load_table(source: str, what: str, split: str, hub_config: str | None):
+def _load_hf(spec: HubSpec, shown: str, what: str, want: str, explicit: bool):
     import datasets
 
-    path = Path(source).expanduser()
-    if not path.exists():
-        if not is_hub_name(source):
+    path = Path(spec.name).expanduser()
+    try:
+        if path.is_dir() and is_saved_dataset(path):
+            if spec.config:
+                raise DataError(f"{what} {shown}: a folder saved by save_to_disk has no configs; drop :{spec.config}")
+            found = datasets.load_from_disk(str(path))
+        elif "[" in want or "+" in want:  # a slice or a sum of splits: datasets reads it as is
+            found = datasets.load_dataset(str(path) if path.is_dir() else spec.name, spec.config, split=want)
+        else:
+            found = datasets.load_dataset(str(path) if path.is_dir() else spec.name, spec.config)
+    except DataError:
+        raise
+    except Exception as e:  # noqa: BLE001 - offline, unknown name, a config is missing, a bad file ...
+        hint = "; name one as NAME:CONFIG" if "onfig" in str(e) else ""
+        kind = "the dataset folder" if path.is_dir() else "Hugging Face dataset"
+        raise DataError(f"{what}: cannot load {kind} {shown!r} "
+                        f"{'config ' + repr(spec.config) + ' ' if spec.config else ''}split {want!r} "
+                        f"({_first_line(e)}){hint}") from None
+    if isinstance(found, datasets.DatasetDict):
+        names = list(found)
+        pick = want if want in found else None
+        if pick is None and not explicit:
+            pick = next((s for s in SPLIT_ALIASES.get(want, ()) if s in found), None)
+            if pick is None and spec.local and len(names) == 1:
+                pick = names[0]
+        if pick is None:
+            raise DataError(f"{what} {shown}: no split {want!r} (splits: {', '.join(names)}); name one as "
+                            f"{spec.name}{':' + spec.config if spec.config else ''}:SPLIT")
+        found = found[pick]
+    if len(found) == 0:
+        raise DataError(f"{what}: {shown} has no rows")
+    return found
+
+
+def load_table(source: str | Path, what: str = "--data", split: str | None = None):
+    """Read a CSV / TSV / JSON / JSONL / Parquet file (gzip accepted), or a dataset (:func:`load_hf_dataset`:
+    ``NAME[:CONFIG][:SPLIT]`` on the hub, a local dataset folder or a ``save_to_disk`` folder), into a
+    ``datasets.Dataset``. Raises :class:`DataError` for a missing, unreadable, empty or unknown source."""
+    path = Path(str(source)).expanduser()
+    if not path.is_file():
+        spec = parse_hub_spec(str(source))
+        if spec is None:
             raise DataError(f"{what}: file not found: {source}")
-        try:
-            ds = datasets.load_dataset(source, hub_config, split=split)
-        except Exception as e:  # noqa: BLE001 - offline, unknown name, missing split ...
-            raise DataError(f"{what}: cannot load Hugging Face dataset {source!r} split {split!r} "
-                            f"({type(e).__name__}: {str(e).splitlines()[0][:200]})") from None
-    else:
-        if path.is_dir():
-            raise DataError(f"{what}: {path} is a folder; expected a .csv, .tsv, .json, .jsonl or .parquet file")
-        kind = TABLE_SUFFIXES.get(_suffix(path))
-        if kind is None:
-            raise DataError(f"{what}: {path}: unsupported file type {''.join(path.suffixes)!r}; "
-                            f"expected one of {', '.join(TABLE_SUFFIXES)}")
-        if path.stat().st_size == 0:
-            raise DataError(f"{what}: {path} is empty")
-        kw: dict[str, Any] = {}
-        if kind == "csv":
-            kw = {"delimiter": "\t" if _suffix(path) == ".tsv" else ",", "quoting": 3 if _suffix(path) == ".tsv" else 0}
-        try:
-            ds = datasets.load_dataset(kind, data_files=str(path), split="train", **kw)
-        except UnicodeDecodeError as e:
-            raise DataError(f"{what}: {path} is not valid UTF-8 text (byte {e.start}: {e.reason})") from None
-        except Exception as e:  # noqa: BLE001 - parse errors from pandas / arrow
-            if "corresponds to no data" in str(e):  # a header without rows
-                raise DataError(f"{what}: {path} has no rows") from None
-            cause = e
-            while cause.__cause__ is not None or cause.__context__ is not None:
-                if isinstance(cause, UnicodeDecodeError):
-                    break
-                cause = cause.__cause__ or cause.__context__
+        return load_hf_dataset(str(source), what, split)
+    with _quiet_datasets():
+        return _load_file(path, what)
+
+
+def _load_file(path: Path, what: str):
+    import datasets
+
+    kind = TABLE_SUFFIXES.get(_suffix(path))
+    if kind is None:
+        raise DataError(f"{what}: {path}: unsupported file type {''.join(path.suffixes)!r}; "
+                        f"expected one of {', '.join(TABLE_SUFFIXES)}")
+    if path.stat().st_size == 0:
+        raise DataError(f"{what}: {path} is empty")
+    kw: dict[str, Any] = {}
+    if kind == "csv":
+        kw = {"delimiter": "\t" if _suffix(path) == ".tsv" else ",", "quoting": 3 if _suffix(path) == ".tsv" else 0}
+    try:
+        ds = datasets.load_dataset(kind, data_files=str(path), split="train", **kw)
+    except UnicodeDecodeError as e:
+        raise DataError(f"{what}: {path} is not valid UTF-8 text (byte {e.start}: {e.reason})") from None
+    except Exception as e:  # noqa: BLE001 - parse errors from pandas / arrow
+        if "corresponds to no data" in str(e):  # a header without rows
+            raise DataError(f"{what}: {path} has no rows") from None
+        cause = e
+        while cause.__cause__ is not None or cause.__context__ is not None:
             if isinstance(cause, UnicodeDecodeError):
-                raise DataError(f"{what}: {path} is not valid UTF-8 text (byte {cause.start}: {cause.reason})") from None
-            raise DataError(f"{what}: cannot parse {path} as {kind.upper()} ({type(cause).__name__}: "
-                            f"{str(cause).splitlines()[0][:200] if str(cause) else ''})") from None
+                break
+            cause = cause.__cause__ or cause.__context__
+        if isinstance(cause, UnicodeDecodeError):
+            raise DataError(f"{what}: {path} is not valid UTF-8 text (byte {cause.start}: {cause.reason})") from None
+        raise DataError(f"{what}: cannot parse {path} as {kind.upper()} ({type(cause).__name__}: "
+                        f"{str(cause).splitlines()[0][:200] if str(cause) else ''})") from None
     if len(ds) == 0:
-        raise DataError(f"{what}: {source} has no rows")
+        raise DataError(f"{what}: {path} has no rows")
     return ds
 
 

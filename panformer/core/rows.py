@@ -2,7 +2,7 @@
 memory: the Arrow-backed ``datasets.Dataset`` of :func:`core.data.load_table` (memory-mapped from the
 ``datasets`` cache), or with ``streaming=True`` an ``IterableDataset`` (``load_dataset(..., streaming=True)``:
 a hub dataset is read over the network as it is consumed, a local file from disk; nothing is converted
-or downloaded whole). Plain text files stream through the ``text`` builder with their line breaks kept,
+or downloaded whole). Sources are files or ``NAME[:CONFIG][:SPLIT]`` (:func:`core.data.parse_hub_spec`). Plain text files stream through the ``text`` builder with their line breaks kept,
 so that a file's rows concatenate back to its text."""
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 
-from .data import TABLE_SUFFIXES, _quiet_datasets, _suffix, is_hub_name, load_table
+from .data import (TABLE_SUFFIXES, HubSpec, _quiet_datasets, _suffix, default_split, is_saved_dataset, load_table,
+                   parse_hub_spec)
 from .errors import DataError
 
 __all__ = ["RowSource", "ListRows", "take_by_pass", "BATCH_ROWS"]
@@ -28,11 +29,13 @@ class RowSource:
     per call; ``take(indices, columns)`` picks rows by position; ``num_rows`` is None while streaming (a pass
     counts them)."""
 
-    def __init__(self, source: str, what: str = "--data", *, streaming: bool = False, split: str = "train",
-                 hub_config: str | None = None) -> None:
+    def __init__(self, source: str, what: str = "--data", *, streaming: bool = False, split: str | None = None) -> None:
         self.source, self.what, self.streaming = str(source), what, streaming
-        if streaming:
-            self.ds = self._open_stream(split, hub_config)
+        spec = None if Path(self.source).expanduser().is_file() else parse_hub_spec(self.source)
+        if streaming and spec is not None and spec.local and is_saved_dataset(spec.name):
+            self.streaming = False  # a save_to_disk folder is Arrow already: memory-mapped, nothing to stream
+        if self.streaming:
+            self.ds = self._open_stream(spec, split)
             self.column_names = list(self.ds.column_names or [])
             if not self.column_names:  # features unknown until the first row
                 first = next(iter(self._rows(self.ds)), None)
@@ -40,26 +43,26 @@ class RowSource:
                     raise DataError(f"{what}: {source} has no rows")
                 self.column_names = list(first)
         else:
-            self.ds = load_table(source, what, split=split, hub_config=hub_config)
+            self.ds = load_table(source, what, split=split)
             self.column_names = list(self.ds.column_names)
 
-    def _open_stream(self, split: str, hub_config: str | None):
+    def _open_stream(self, spec: HubSpec | None, split: str | None):
         import datasets
 
         path = Path(self.source).expanduser()
         kw: dict[str, Any] = {}
-        if path.exists():
-            files = sorted(str(f) for f in path.rglob("*") if f.is_file()) if path.is_dir() else [str(path)]
-            kind = TABLE_SUFFIXES.get(_suffix(path)) if path.is_file() else None
-            if kind is None:  # text files: one row per line, line breaks kept
+        if path.is_file():
+            kind = TABLE_SUFFIXES.get(_suffix(path))
+            if kind is None:  # a text file: one row per line, line breaks kept
                 kind, kw = "text", {"keep_linebreaks": True}
             elif kind == "csv":
                 tsv = _suffix(path) == ".tsv"
                 kw = {"delimiter": "\t" if tsv else ",", "quoting": 3 if tsv else 0}
             args: tuple[Any, ...] = (kind,)
-            kw.update(data_files=files, split="train")
-        elif is_hub_name(self.source):
-            args, kw = (self.source, hub_config), {"split": split}
+            kw.update(data_files=[str(path)], split="train")
+        elif spec is not None:  # NAME[:CONFIG][:SPLIT] on the hub, or a local dataset folder
+            args = (str(Path(spec.name).expanduser()) if spec.local else spec.name, spec.config)
+            kw = {"split": spec.split or split or default_split(self.what)}
         else:
             raise DataError(f"{self.what}: file not found: {self.source}")
         try:

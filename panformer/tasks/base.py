@@ -11,27 +11,41 @@ Lifecycle of ``panformer train``::
     metrics = task.evaluate(model, "test", out_dir=run_dir)
 
 ``evaluate`` and ``predict`` reload a run: ``load_assets(run_dir)`` then ``build_model()`` and the
-weights in ``model.safetensors``.
+weights in ``model.safetensors``. ``evaluate --test-data X`` (without ``--data``) reads X alone:
+``load_split("test")`` -> ``read_split(X, "test")``, never the run's training data. ``train --init-from RUN``
+takes the assets of RUN (``load_assets``) instead of ``fit_assets`` and checks the new data against them
+(``check_assets``).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Iterable
+from typing import Any, Callable, ClassVar, Iterable, Sequence
 
 from torch import Tensor, nn
 from torch.utils.data import Dataset
 
-__all__ = ["Task", "DataArguments", "RunArguments", "ListDataset"]
+from panformer.core.errors import ConfigError
+
+__all__ = ["Task", "DataArguments", "RunArguments", "ListDataset", "split_flag"]
+
+
+def split_flag(split: str) -> str:
+    """The option that names a split's own data: ``valid`` -> ``--valid-data``, ``test`` -> ``--test-data``."""
+    return {"train": "--data"}.get(split, f"--{split}-data")
 
 
 @dataclass
 class DataArguments:
     """Options about input data that every task accepts."""
 
-    data: str | None = field(default=None, metadata={"help": "training data: a file, folder or Hugging Face dataset name; built-in data when omitted"})
-    valid_data: str | None = field(default=None, metadata={"help": "validation data (default: a seeded split of --data)"})
-    test_data: str | None = field(default=None, metadata={"help": "test data (default: a seeded split of --data)"})
+    data: str | None = field(default=None, metadata={
+        "help": "training data: a file, a folder, or a dataset NAME[:CONFIG][:SPLIT] (Hugging Face hub, a local dataset "
+                "folder or a save_to_disk folder; SPLIT defaults to train); built-in data when omitted"})
+    valid_data: str | None = field(default=None, metadata={
+        "help": "validation data, as --data (a dataset's SPLIT defaults to validation; default: a seeded split of --data)"})
+    test_data: str | None = field(default=None, metadata={
+        "help": "test data, as --data (a dataset's SPLIT defaults to test; default: a seeded split of --data)"})
     valid_fraction: float = field(default=0.1, metadata={"help": "fraction of --data held out for validation when --valid-data is absent"})
     test_fraction: float = field(default=0.1, metadata={"help": "fraction of --data held out for testing when --test-data is absent"})
     max_examples: int | None = field(default=None, metadata={"help": "use at most this many training examples"})
@@ -43,8 +57,12 @@ class RunArguments:
 
     out: str | None = field(default=None, metadata={"help": "run directory (default: runs/<task>-<timestamp>)"})
     overwrite: bool = field(default=False, metadata={"help": "replace an existing run directory"})
-    config: str | None = field(default=None, metadata={"help": "YAML or JSON file of options; flags override it"})
+    config: str | None = field(default=None, metadata={
+        "help": "YAML or JSON file of options, or a run directory / its config.json (the run's options); flags override it"})
     quick: bool = field(default=False, metadata={"help": "a tiny model and few steps, for smoke runs"})
+    init_from: str | None = field(default=None, metadata={
+        "help": "a run directory of the same task to start from: its weights, assets (tokenizer, labels) and model "
+                "options; train it on --data (fine-tuning)"})
 
 
 class ListDataset(Dataset):
@@ -75,6 +93,8 @@ class Task:
     # older-architecture baselines: name -> train option overrides, e.g. {"lstm": {"arch": "lstm"}}; training with
     # them runs the baseline through the same data, Trainer, metrics and run directory (`compare` reports them)
     baselines: ClassVar[dict[str, dict[str, Any]]] = {}
+    # the options that give a split its own data (``evaluate`` reads only them when they are given without --data)
+    split_options: ClassVar[dict[str, tuple[str, ...]]] = {"valid": ("valid_data",), "test": ("test_data",)}
     # a task whose outputs another task's trained run scores (``--judge RUN``): `compare` runs that task first and
     # passes its Transformer run, e.g. tts is judged by a speech model, image generation by a ViT
     judged_by: ClassVar[str | None] = None
@@ -87,14 +107,34 @@ class Task:
     def __init__(self, args: Any) -> None:
         self.args = args  # a namespace with every resolved option
         self.splits: dict[str, Any] = {}
+        self.run_dir: Path | None = None  # the run directory a reloaded task comes from (evaluate, predict)
 
     # -- data -------------------------------------------------------------------------------------
     def load_data(self) -> None:
         """Read and validate the train/valid/test splits into ``self.splits``."""
         raise NotImplementedError
 
+    def read_split(self, source: str | None, split: str) -> Any:
+        """``source`` read as the whole of ``split`` ("valid" or "test"), in the form ``self.splits[split]`` holds
+        (what ``--valid-data`` / ``--test-data`` give); ``load_data`` reads those options through it."""
+        raise ConfigError(f"{self.name} takes its {split} split from --data only; pass --data")
+
+    def finish_splits(self) -> None:
+        """Optional: derive per-split data (features, transcripts...) once ``self.splits`` is set."""
+
+    def load_split(self, split: str) -> None:
+        """Read ``split`` alone from its own options (``split_options``): ``evaluate --test-data X`` on a trained
+        run reads X, not the run's ``--data``. ``self.splits`` becomes ``{split: ...}``."""
+        self.splits = {split: self.read_split(getattr(self.args, f"{split}_data", None), split)}
+        self.finish_splits()
+
     def fit_assets(self) -> None:
         """Fit tokenizers / label maps on ``self.splits['train']``."""
+
+    def check_assets(self, splits: Sequence[str] | None = None) -> None:
+        """Optional: raise DataError where ``splits`` (default: all) of ``self.splits`` hold what assets restored by
+        ``load_assets`` cannot encode (an unknown label, ...). ``train --init-from RUN`` calls it instead of
+        ``fit_assets``; evaluating a run calls it for the split evaluated."""
 
     def save_assets(self, run_dir: Path) -> None:
         """Write what ``build_model`` and ``predict`` need besides weights (tokenizer.json, labels.json)."""

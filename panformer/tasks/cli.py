@@ -18,10 +18,12 @@ from types import SimpleNamespace
 from typing import Any, Sequence
 
 import torch
+from torch import nn
 
+from panformer import __version__
 from panformer.core import distributed as D
 from panformer.core.checkpoint import atomic_write_json, load_weights
-from panformer.core.cli_args import add_dataclass_arguments, load_config_file, resolve_arguments
+from panformer.core.cli_args import add_dataclass_arguments, field_names, load_config_file, resolve_arguments, str2bool
 from panformer.core.errors import ConfigError, DataError, PanformerError
 from panformer.core.models import count_parameters
 from panformer.core.runtime import resolve_device, seed_everything
@@ -29,6 +31,7 @@ from panformer.core.trainer import Trainer, TrainingArguments
 
 from . import available_tasks, get_task
 from .base import DataArguments, RunArguments
+from .runs import RUN_ONLY_OPTIONS, eval_overrides, evaluate_loaded, load_run, load_runs
 
 __all__ = ["main", "train", "load_run", "load_runs"]
 
@@ -72,20 +75,69 @@ def quick_layer(quick: dict[str, Any], explicit: dict[str, Any]) -> dict[str, An
 
 
 def resolve_train_args(task_cls: type, argv: Sequence[str], recipe_defaults: dict[str, Any] | None = None):
+    """(every resolved option as a namespace, the TrainingArguments) of ``train TASK argv``.
+
+    Layers, lowest first: the task's defaults, the recipe's, ``--quick``, the model options of ``--init-from
+    RUN``, the run's own options when resuming (``--resume RUN`` = ``--resume --out RUN``), ``--config`` (a file
+    or a run), then the flags given.
+    """
+    argv, resume_dir = _resume_argv(argv)
     parser = _task_parser(task_cls, "train", {**task_cls.defaults, **(recipe_defaults or {})})
     given = vars(parser.parse_args(list(argv)))
-    config_layer = load_config_file(given["config"]) if given.get("config") else {}
-    quick = given.get("quick", config_layer.get("quick", (recipe_defaults or {}).get("quick", False)))
+    if resume_dir is not None:
+        if given.get("out") not in (None, resume_dir):
+            raise ConfigError(f"--resume {resume_dir} and --out {given['out']} name two runs; give one of them")
+        given.update(out=resume_dir, resume=True)
+    name = task_cls.name
+    config_layer = load_config_file(given["config"], name, RUN_ONLY_OPTIONS) if given.get("config") else {}
+    run_layer = {}
+    if given.get("resume") and given.get("out") and (Path(given["out"]) / "config.json").is_file():
+        run_layer = load_config_file(given["out"], name, RUN_ONLY_OPTIONS, what="--resume")
+    init_from = given.get("init_from", config_layer.get("init_from", run_layer.get("init_from")))
+    init_layer = _init_options(task_cls, init_from) if init_from else {}
+    quick = given.get("quick", config_layer.get("quick", run_layer.get("quick", (recipe_defaults or {}).get("quick", False))))
     layers = [task_cls.defaults, recipe_defaults or {}]
     if quick:
-        layers.append(quick_layer(task_cls.quick, {**config_layer, **given}))
-    layers.append(config_layer)
+        layers.append(quick_layer(task_cls.quick, {**run_layer, **config_layer, **given}))
+    layers += [init_layer, run_layer, config_layer]
     classes = [DataArguments, TrainingArguments, RunArguments, task_cls.Arguments]
     parts = resolve_arguments(classes, given, layers)
     merged: dict[str, Any] = {}
     for part in parts:
         merged.update(asdict(part))
     return SimpleNamespace(**merged), parts[1]
+
+
+def _resume_argv(argv: Sequence[str]) -> tuple[list[str], str | None]:
+    """``--resume RUN`` / ``--resume=RUN`` -> (argv with a bare ``--resume``, RUN); ``--resume [BOOL]`` is left alone."""
+    out, run, rest = [], None, list(argv)
+    while rest:
+        arg = rest.pop(0)
+        if arg == "--resume" and rest and not rest[0].startswith("-"):
+            value = rest.pop(0)
+        elif arg.startswith("--resume="):
+            value = arg.split("=", 1)[1]
+        else:
+            out.append(arg)
+            continue
+        try:
+            out += ["--resume", str(str2bool(value))]
+        except argparse.ArgumentTypeError:  # not a boolean: the run directory
+            out.append("--resume")
+            run = value
+    return out, run
+
+
+def _init_options(task_cls: type, run: str) -> dict[str, Any]:
+    """The task options (architecture, tokenizer, columns ...) of the run ``--init-from`` starts from."""
+    run_dir = Path(run)
+    options = load_config_file(run_dir, task_cls.name, what="--init-from")
+    for need in ("model.safetensors", "assets"):
+        if not (run_dir / need).exists():
+            raise ConfigError(f"--init-from {run_dir}: no {need}; expected a finished run directory of `{PROG} train "
+                              f"{task_cls.name}`")
+    names = field_names(task_cls.Arguments)
+    return {k: v for k, v in options.items() if k in names}
 
 
 def _new_run_dir(task_name: str, out: str | None, overwrite: bool, resume: bool) -> tuple[Path, bool]:
@@ -134,6 +186,27 @@ def _adopt_assets(task: Any, files: dict[str, bytes]) -> None:
                               f"fit_assets must be deterministic for multi-process training")
 
 
+def _prepare_data(task: Any, init: Path | None, seed: int) -> nn.Module | None:
+    """Read the data and fit the assets. With ``--init-from RUN``: take RUN's assets instead (ids must match its
+    weights), check the data against them, and return the model with RUN's weights (a mismatch fails here,
+    before the run directory exists)."""
+    if init is None:
+        task.load_data()
+        task.fit_assets()
+        return None
+    task.load_assets(init / "assets")  # before load_data, as for a reloaded run (image size, channels...)
+    task.run_dir = None  # a task being trained is no reloaded run
+    task.load_data()
+    task.check_assets()
+    seed_everything(seed)
+    model = task.build_model()
+    try:
+        load_weights(model, init / "model.safetensors")
+    except ConfigError as e:
+        raise ConfigError(f"--init-from {init}: {e}") from None
+    return model
+
+
 def train(task_name: str, argv: Sequence[str] = (), recipe_defaults: dict[str, Any] | None = None) -> dict[str, Any]:
     """Run ``panformer train TASK argv...``; returns the metrics written to ``metrics.json``.
 
@@ -157,8 +230,9 @@ def train(task_name: str, argv: Sequence[str] = (), recipe_defaults: dict[str, A
         torch.set_num_threads(threads)
     task = task_cls(args)
     t0 = time.time()
+    init = Path(args.init_from) if args.init_from else None
     # bad input fails here, before anything is written; rank 0 first, so that it alone fills the data caches
-    D.main_process_first(lambda: (task.load_data(), task.fit_assets()))
+    model = D.main_process_first(lambda: _prepare_data(task, init, targs.seed))
     _log(f"[{PROG}] {task.describe_data()}")
     run_dir, created = D.run_on_main(lambda: _new_run_dir(task_name, args.out, args.overwrite, targs.resume))
     try:
@@ -170,10 +244,11 @@ def train(task_name: str, argv: Sequence[str] = (), recipe_defaults: dict[str, A
         assets = D.run_on_main(write_run_files)
         error = None
         try:
-            _adopt_assets(task, assets or {})
-            seed_everything(targs.seed)  # weight initialisation depends on the seed alone
-            model = task.build_model()
-            task.load_pretrained(model)
+            if model is None:  # (with --init-from it holds that run's weights already)
+                _adopt_assets(task, assets or {})
+                seed_everything(targs.seed)  # weight initialisation depends on the seed alone
+                model = task.build_model()
+                task.load_pretrained(model)
         except Exception as e:  # noqa: BLE001 - raised on every rank by sync_errors
             error = e
         D.sync_errors(error)
@@ -206,72 +281,14 @@ def train(task_name: str, argv: Sequence[str] = (), recipe_defaults: dict[str, A
     return metrics
 
 
-def load_run(run: str | Path, device: str = "auto", overrides: dict[str, Any] | None = None,
-             task_name: str | None = None):
-    """Rebuild (task, model) from a run directory written by ``train`` (or, for a task with a
-    ``load_published`` classmethod such as generation, from a published model directory)."""
-    run_dir = Path(run)
-    cfg_path = run_dir / "config.json"
-    if not cfg_path.is_file():
-        raise ConfigError(f"--run {run_dir}: no config.json; is this a run directory written by `{PROG} train`?")
-    cfg = json.loads(cfg_path.read_text())
-    if "task" not in cfg:  # e.g. a Hugging Face model directory: the task may know how to load it directly
-        task_cls = get_task(task_name) if task_name else None
-        loader = getattr(task_cls, "load_published", None)
-        if loader is None:
-            raise ConfigError(f"--run {run_dir}: config.json names no task; is this a run directory written by "
-                              f"`{PROG} train`?")
-        task, model = loader(run_dir, {k: v for k, v in (overrides or {}).items() if v is not None})
-        return task, model.to(resolve_device(device)).eval()
-    task_cls = get_task(cfg["task"])
-    args = dict(cfg["args"])
-    args.update({k: v for k, v in (overrides or {}).items() if v is not None})
-    task = task_cls(SimpleNamespace(**args))
-    task.load_assets(run_dir / "assets")
-    model = task.build_model()
-    weights = run_dir / "model.safetensors"
-    if not weights.is_file():
-        raise ConfigError(f"--run {run_dir}: no model.safetensors (training did not finish?)")
-    load_weights(model, weights)
-    model.to(resolve_device(device)).eval()
-    return task, model
-
-
-def load_runs(runs: Sequence[str | Path], device: str = "auto", overrides: dict[str, Any] | None = None,
-              task_name: str | None = None):
-    """:func:`load_run` for one run; for several, (first run's task, the task's ensemble of them)."""
-    runs = [str(r) for r in runs]
-    task, model = load_run(runs[0], device, overrides, task_name)
-    if len(runs) == 1:
-        return task, model
-    combine = getattr(task, "ensemble", None)
-    if combine is None:
-        raise ConfigError(f"task {task.name!r} cannot combine runs into an ensemble; pass a single --run")
-    others = [load_run(r, device, overrides, task_name) for r in runs[1:]]
-    for (other, _), run in zip(others, runs[1:]):
-        if other.name != task.name:
-            raise ConfigError(f"--run {run} is a {other.name!r} run, not {task.name!r}")
-    return task, combine(model, others, runs)
-
-
 def _evaluate(task_name: str, argv: Sequence[str]) -> None:
     task_cls = get_task(task_name)
     ns = vars(_task_parser(task_cls, "evaluate", {}).parse_args(list(argv)))
-    data_over = {k: v for k, v in ns.items() if k not in ("run", "device", "threads", "split", "out")}
+    given = {k: v for k, v in ns.items() if k not in ("run", "device", "threads", "split", "out")}
     if ns.get("threads"):
         torch.set_num_threads(ns["threads"])
-    task, model = load_runs(ns["run"], ns["device"], data_over, task_name)
-    task.load_data()
-    split = ns["split"]
-    if task.splits.get(split) is None:
-        raise DataError(f"no {split} split in this data; pass --{split}-data or choose another --split")
-    out_dir = Path(ns["out"]) if ns.get("out") else None
-    if out_dir:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    metrics = task.evaluate(model, split, out_dir=out_dir)
-    if out_dir:
-        atomic_write_json(out_dir / "metrics.json", metrics)
-    print(json.dumps(metrics, indent=2))
+    task, model = load_runs(ns["run"], ns["device"], eval_overrides(task_cls, given), task_name)
+    print(json.dumps(evaluate_loaded(task, model, ns["split"], given, ns.get("out")), indent=2))
 
 
 def _predict(task_name: str, argv: Sequence[str]) -> None:
@@ -303,6 +320,7 @@ def _list_tasks() -> None:
 
 
 USAGE = f"""usage: {PROG} COMMAND [TASK] [options]
+       {PROG} --version
 
 commands:
   tasks                         list the registered tasks
@@ -320,6 +338,9 @@ def main(argv: Sequence[str] | None = None, recipe_defaults: dict[str, Any] | No
     if not argv or argv[0] in ("-h", "--help"):
         print(USAGE)
         return 0 if argv else 2
+    if argv[0] in ("-V", "--version"):
+        print(f"{PROG} {__version__}")
+        return 0
     cmd, rest = argv[0], argv[1:]
     finished = False  # every rank got through the command: they all wait for each other before leaving
     try:

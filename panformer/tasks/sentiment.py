@@ -10,7 +10,7 @@ import json
 import sys
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -26,7 +26,7 @@ from panformer.core.token_cache import TokenCacheArguments, cache_root
 from panformer.core.tokenizer import TextTokenizer, train_tokenizer
 
 from . import register
-from .base import ListDataset, Task
+from .base import ListDataset, Task, split_flag
 from .builtin_data import movie_review_snippets
 from .sentiment_cache import SentimentCache, label_key
 
@@ -122,8 +122,8 @@ class SentimentTask(Task):
     report_metrics = ("accuracy", "f1")  # shown by `panformer compare`
     defaults = dict(epochs=10, batch_size=64, lr=5e-4, schedule="cosine", warmup_steps=200, weight_decay=0.05,
                     metric_for_best="accuracy", label_smoothing=0.0)
-    quick = dict(max_time_minutes=0.5, schedule_clock="time", max_steps=100_000, d_model=64, n_heads=2, n_layers=1,
-                 d_ff=128, vocab_size=2000, batch_size=32, warmup_steps=30, eval_every=300)
+    quick = dict(max_time_minutes=0.5, schedule_clock="time", max_steps=100_000, d_model=64, n_heads=4, n_layers=1,
+                 d_ff=128, vocab_size=2000, batch_size=32, lr=2e-3, warmup_steps=30, eval_every=300)
     predict_help = "TEXT... sentences to classify"
     baselines = {"lstm": {"arch": "lstm"}, "gru": {"arch": "gru"}}
 
@@ -157,7 +157,7 @@ class SentimentTask(Task):
             if getattr(a, "baseline", False) or a.mlm_pretrain_steps:
                 raise ConfigError("--baseline and --mlm-pretrain-steps read every training text into memory; "
                                   "not with --cache-dir / --streaming")
-            self._table = SentimentCache(a, TEXT_COLUMNS, movie_review_snippets, self._read, self._check_row)
+            self._table = SentimentCache(a, TEXT_COLUMNS, movie_review_snippets, self.read_split, self._check_row)
             if self.__dict__.get("tokenizer") is not None:  # evaluate: the run's tokenizer and labels are loaded
                 self._use_cache(self._table.open(self.tokenizer))
             return
@@ -167,10 +167,12 @@ class SentimentTask(Task):
             texts, labels = self._read(a.data, "--data")
         self.splits = assemble_splits(
             len(texts), lambda ids: ([texts[i] for i in ids], [labels[i] for i in ids]),
-            valid=self._read(a.valid_data, "--valid-data") if a.valid_data else None,
-            test=self._read(a.test_data, "--test-data") if a.test_data else None,
+            valid=self.read_split(a.valid_data, "valid"), test=self.read_split(a.test_data, "test"),
             valid_fraction=a.valid_fraction, test_fraction=a.test_fraction, seed=a.seed,
             max_examples=a.max_examples, size=lambda part: len(part[0]))
+
+    def read_split(self, source: str | None, split: str) -> tuple[list[str], list[Any]] | None:
+        return self._read(source, split_flag(split)) if source else None
 
     def fit_assets(self) -> None:
         a = self.args
@@ -200,9 +202,12 @@ class SentimentTask(Task):
             cache, self.labels, lambda ids: tok.wrap(ids, add_bos, add_eos, max_len) or [tok.unk_id],
             lambda n: np.maximum(tok.wrapped_lengths(n, add_bos, add_eos, max_len), 1))
 
-    def _check_labels(self) -> None:
+    def check_assets(self, splits: Sequence[str] | None = None) -> None:
+        self._check_labels(list(self.splits) if splits is None else splits)
+
+    def _check_labels(self, splits: Sequence[str] = ("valid", "test")) -> None:
         index = {v: i for i, v in enumerate(self.labels)}
-        for split in ("valid", "test"):
+        for split in splits:
             if self.splits.get(split) is None:
                 continue
             for i, y in enumerate(self.splits[split][1]):

@@ -24,11 +24,12 @@ def label_key(v: Any) -> tuple[str, Any]:
 
 
 class SentimentCache:
-    """``task``'s ``--data`` as a cached table; ``read(source, what)`` reads a given validation or test file
-    into memory and ``check(what, source, row, text, label, text_col)`` validates a row (both the task's)."""
+    """``args.data`` as a cached table; ``read_split(source, split)`` reads a given validation or test source
+    into memory and ``check(what, source, row, text, label, text_col, label_col)`` validates a row (both the
+    task's)."""
 
     def __init__(self, args: Any, text_columns: tuple[str, ...], builtin: Callable[[], tuple[list, list]],
-                 read: Callable[[str, str], tuple[list, list]], check: Callable[..., None]) -> None:
+                 read_split: Callable[[str | None, str], tuple[list, list] | None], check: Callable[..., None]) -> None:
         a = self.args = args
         if a.data is None:
             texts, labels = builtin()
@@ -40,8 +41,7 @@ class SentimentCache:
             self.text_col = a.text_column or next((c for c in text_columns if c in names), text_columns[0])
             self.label_col = a.label_column
             self.rows.require({self.text_col: "--text-column", self.label_col: "--label-column"})
-        self.valid = read(a.valid_data, "--valid-data") if a.valid_data else None
-        self.test = read(a.test_data, "--test-data") if a.test_data else None
+        self.valid, self.test = read_split(a.valid_data, "valid"), read_split(a.test_data, "test")
         self._check = lambda i, row: check("--data", self.rows.source, i, row[self.text_col], row[self.label_col],
                                            self.text_col, self.label_col)
         resolved = str(Path(a.data).expanduser().resolve()) if a.data and Path(a.data).expanduser().exists() else a.data

@@ -16,11 +16,11 @@ import torch
 from torch import Tensor, nn
 
 from panformer.core.checkpoint import atomic_write_json
-from panformer.core.data import is_hub_name, seeded_split
+from panformer.core.data import parse_hub_spec, seeded_split
 from panformer.core.errors import ConfigError, DataError
 
 from .. import register
-from ..base import Task
+from ..base import Task, split_flag
 from .backbone import BACKBONES, build_backbone
 from .data import (DIGIT_CLASSES, DetectionDataset, collate_detection, digit_scenes, load_coco, load_hf, load_image,
                    preprocess, record_image)
@@ -88,11 +88,11 @@ class DetectionTask(Task):
     quick = dict(max_time_minutes=1.0, schedule_clock="time", max_steps=100_000, builtin_scenes=2000, max_digits=2,
                  d_model=64, n_heads=4, n_encoder_layers=1,
                  n_decoder_layers=2, d_ff=128, num_queries=6, small_channels=[16, 32, 64], batch_size=16,
-                 warmup_steps=10, eval_every=60, num_draw=2)
+                 warmup_steps=10, eval_every=400, num_draw=2, lr=1e-3)
     predict_help = "IMAGE... image files to detect objects in"
 
     # -- data -------------------------------------------------------------------------------------
-    def _read(self, source: str, what: str, image_dir: str | None, split: str) -> list[dict[str, Any]]:
+    def _read(self, source: str, what: str, image_dir: str | None) -> list[dict[str, Any]]:
         a = self.args
         p = Path(source).expanduser()
         cats = getattr(self, "categories", None)
@@ -101,13 +101,15 @@ class DetectionTask(Task):
                 raise DataError(f"{what}: {p}: expected a COCO instances .json file (with --image-dir), "
                                 f"a Hugging Face dataset folder or a hub name")
             records, cats = load_coco(p, image_dir or a.image_dir, what, cats)
-        elif p.is_dir() or is_hub_name(source.split(":")[0]):
-            name, _, hub_split = (source, "", "") if p.is_dir() else source.partition(":")
-            records, cats = load_hf(name, what, hub_split or split, cats, a.image_column, a.objects_column, a.bbox_format)
+        elif parse_hub_spec(source) is not None:
+            records, cats = load_hf(source, what, None, cats, a.image_column, a.objects_column, a.bbox_format)
         else:
             raise DataError(f"{what}: file not found: {source}")
         self.categories = cats
         return records
+
+    def read_split(self, source: str | None, split: str) -> list[dict[str, Any]] | None:
+        return self._read(source, split_flag(split), getattr(self.args, f"{split}_image_dir")) if source else None
 
     def load_data(self) -> None:
         a = self.args
@@ -124,14 +126,13 @@ class DetectionTask(Task):
                 parts[name] = digit_scenes(n, a.seed * 10 + k, pool, a.scene_size, a.max_digits) if n else []
             self.data_name = "built-in digit scenes (sklearn digits)"
         else:
-            records = self._read(a.data, "--data", a.image_dir, "train")
+            records = self._read(a.data, "--data", a.image_dir)
             for name, ids in zip(("train", "valid", "test"), seeded_split(len(records), fracs, a.seed)):
                 parts[name] = [records[i] for i in ids]
             self.data_name = Path(a.data).name
-        if a.valid_data:
-            parts["valid"] = self._read(a.valid_data, "--valid-data", a.valid_image_dir, "validation")
-        if a.test_data:
-            parts["test"] = self._read(a.test_data, "--test-data", a.test_image_dir, "test")
+        for name, src in (("valid", a.valid_data), ("test", a.test_data)):
+            if src:
+                parts[name] = self.read_split(src, name)
         if a.max_examples:
             parts["train"] = parts["train"][: a.max_examples]
         if not parts["train"]:

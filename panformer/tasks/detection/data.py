@@ -27,6 +27,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 from torchvision.ops import box_convert
 
+from panformer.core.data import load_hf_dataset
 from panformer.core.errors import DataError
 
 __all__ = [
@@ -218,30 +219,14 @@ def _tensors(rec: dict[str, Any]) -> dict[str, Any]:
 
 
 # -- Hugging Face datasets --------------------------------------------------------------------------
-def load_hf(source: str, what: str, split: str, categories: list[dict[str, Any]] | None = None,
+def load_hf(source: str, what: str, split: str | None = None, categories: list[dict[str, Any]] | None = None,
             image_column: str = "image", objects_column: str = "objects", bbox_format: str = "coco"
             ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """A hub dataset name or a ``save_to_disk`` folder with an image column and an objects column
+    """A dataset ``NAME[:CONFIG][:SPLIT]`` (hub, local dataset folder or ``save_to_disk`` folder; the split
+    defaults to ``split``, else the flag's) with an image column and an objects column
     ``{"bbox": [[...], ...], "category": [...]}`` (the layout of ``cppe-5`` and the HF detection guide).
     ``bbox_format``: ``coco`` (x, y, w, h) or ``xyxy``, in pixels."""
-    import datasets
-
-    datasets.disable_progress_bars()
-    path = Path(source)
-    try:
-        if path.is_dir():
-            ds = datasets.load_from_disk(str(path))
-            if isinstance(ds, datasets.DatasetDict):
-                if split not in ds:
-                    raise DataError(f"{what}: {path} has splits {list(ds)}, not {split!r}")
-                ds = ds[split]
-        else:
-            ds = datasets.load_dataset(source, split=split)
-    except DataError:
-        raise
-    except Exception as e:  # noqa: BLE001 - offline, unknown name, not a dataset folder ...
-        raise DataError(f"{what}: cannot load Hugging Face dataset {source!r} split {split!r} "
-                        f"({type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''})") from None
+    ds = load_hf_dataset(source, what, split)
     for col, flag in ((image_column, "--image-column"), (objects_column, "--objects-column")):
         if col not in ds.column_names:
             raise DataError(f"{what} {source}: no column {col!r} (columns: {', '.join(ds.column_names)}); name it with {flag}")

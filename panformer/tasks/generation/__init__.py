@@ -24,7 +24,7 @@ from panformer.core.token_cache import TokenCache, TokenCacheArguments, TokenStr
 from panformer.core.tokenizer import TextTokenizer, train_tokenizer
 
 from .. import register
-from ..base import Task
+from ..base import Task, split_flag
 from .corpus import CorpusCache
 from .data import TokenWindows, contiguous_split, encode_stream, pydoc_topics, random_windows, read_documents
 from .generate import generate
@@ -122,8 +122,8 @@ class GenerationTask(Task):
         text = self._text(a.data, "--data")
         fracs = [0.0 if a.valid_data else a.valid_fraction, 0.0 if a.test_data else a.test_fraction]
         train, valid, test = contiguous_split(text, fracs)
-        valid = self._text(a.valid_data, "--valid-data") if a.valid_data else valid
-        test = self._text(a.test_data, "--test-data") if a.test_data else test
+        valid = self.read_split(a.valid_data, "valid") or valid
+        test = self.read_split(a.test_data, "test") or test
         if a.max_chars:
             train = train[: a.max_chars]
         self.splits = {"train": train, "valid": valid or None, "test": test or None}
@@ -136,6 +136,9 @@ class GenerationTask(Task):
         self.splits = {s: ids if ids.numel() else None for s, ids in self._ids_cache.items()}
         if self.splits["valid"] is None:
             raise DataError("empty validation text; raise --valid-fraction or pass --valid-data")
+
+    def read_split(self, source: str | None, split: str) -> str | None:
+        return self._text(source, split_flag(split)) if source else None
 
     @property
     def char_level(self) -> bool:

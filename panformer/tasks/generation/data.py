@@ -1,5 +1,5 @@
 """Text for language modelling: the built-in CPython ``pydoc_data.topics``, a text file (``.gz``
-accepted), a folder of ``.txt`` files, a table with a text column or a Hugging Face dataset; plus
+accepted), a folder of ``.txt`` files, a table with a text column or a dataset (``NAME[:CONFIG][:SPLIT]``); plus
 fast encoding to one token stream and contiguous train/valid/test cuts."""
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from panformer.core.data import TABLE_SUFFIXES, cut_by_fractions, is_hub_name, load_table, read_lines
+from panformer.core.data import TABLE_SUFFIXES, cut_by_fractions, is_saved_dataset, load_table, read_lines
 from panformer.core.errors import DataError
 from panformer.core.rows import RowSource
 from panformer.core.text_stream import read_text_pieces
@@ -46,7 +46,7 @@ def _read_text_file(path: Path, what: str) -> str:
 def read_documents(source: str, what: str, text_column: str | None = None) -> list[str]:
     """Documents of ``source``: one per text file, one per table row; raises DataError when empty."""
     path = Path(source).expanduser()
-    if path.is_dir():
+    if path.is_dir() and not is_saved_dataset(path):
         files = sorted(p for p in path.rglob("*") if p.is_file() and p.name.endswith((".txt", ".txt.gz")))
         if not files:
             raise DataError(f"{what}: folder {path} has no .txt files")
@@ -57,8 +57,6 @@ def read_documents(source: str, what: str, text_column: str | None = None) -> li
     suffix = "".join(s for s in path.suffixes if s != ".gz").lower()
     if path.is_file() and not any(suffix.endswith(s) for s in TABLE_SUFFIXES):
         return [_read_text_file(path, what)]
-    if not path.exists() and not is_hub_name(source):
-        raise DataError(f"{what}: file not found: {source}")
     ds = load_table(source, what)
     col = _text_column(ds.column_names, text_column, source, what)
     docs = []
@@ -109,7 +107,7 @@ def document_pieces(source: str | None, what: str, text_column: str | None = Non
         return lambda: ([d] for d in pydoc_topics())
     path = Path(source).expanduser()
     read = (lambda f: _streamed_file(f, what)) if streaming else (lambda f: read_text_pieces(f, what))
-    if path.is_dir():
+    if path.is_dir() and not is_saved_dataset(path):
         files = sorted(p for p in path.rglob("*") if p.is_file() and p.name.endswith((".txt", ".txt.gz")))
         if not files:
             raise DataError(f"{what}: folder {path} has no .txt files")
@@ -119,8 +117,6 @@ def document_pieces(source: str | None, what: str, text_column: str | None = Non
         if path.stat().st_size == 0:
             raise DataError(f"{what}: {path} contains no text")
         return lambda: iter([read(path)])
-    if not path.exists() and not is_hub_name(source):
-        raise DataError(f"{what}: file not found: {source}")
     rows = RowSource(source, what, streaming=streaming)
     col = _text_column(rows.column_names, text_column, source, what)
     return lambda: _row_texts(rows, col)

@@ -29,7 +29,7 @@ from panformer.core.data import assemble_splits
 from panformer.core.errors import ConfigError, DataError
 
 from .. import register
-from ..base import Task
+from ..base import Task, split_flag
 from .data import PixelSet, check_sizes, class_names, dequantise, encode_source
 from .judge import Judge, load_judge, train_judge
 from .model import PixelLM, build_pixel_lm, nll_per_dim, sample_pixels, sequences
@@ -84,12 +84,17 @@ class ImageGenerationTask(Task):
         self.run_dir: Path | None = None  # set when reloaded from a run: the judge is cached there
 
     # -- data -------------------------------------------------------------------------------------
-    def _open(self, source: str, what: str, split: str):
+    def _open(self, source: str, what: str):
         from panformer.tasks.vit.data import open_source
 
         a = self.args
-        return open_source(source, what, 1, a.image_column, a.label_column, a.image_root, a.data_root,
-                           a.verify_images, split)
+        return open_source(source, what, 1, a.image_column, a.label_column, a.image_root, a.data_root, a.verify_images)
+
+    def read_split(self, source: str | None, split: str) -> PixelSet | None:
+        """``--valid-data`` / ``--test-data`` alone, as pixels of the run's size, levels and classes."""
+        if not source:
+            return None
+        return encode_source(self._open(source, split_flag(split)), self.classes, self.size, self.levels, source)
 
     def load_data(self) -> None:
         from panformer.tasks.vit.data import digits, digits_split
@@ -111,13 +116,13 @@ class ImageGenerationTask(Task):
             indices = digits_split(src.labels, 0.0 if a.valid_data else a.valid_fraction, a.seed)
             self.data_name = "sklearn digits (8x8, 17 grey levels; the vit task's fixed 25 % test split)"
         else:
-            src = self._open(a.data, "--data", "train")
+            src = self._open(a.data, "--data")
             indices = None
             self.data_name = src.name
         parts = assemble_splits(
             len(src), src.subset, indices=indices,
-            valid=self._open(a.valid_data, "--valid-data", "validation") if a.valid_data else None,
-            test=self._open(a.test_data, "--test-data", "test") if a.test_data else None,
+            valid=self._open(a.valid_data, "--valid-data") if a.valid_data else None,
+            test=self._open(a.test_data, "--test-data") if a.test_data else None,
             valid_fraction=a.valid_fraction, test_fraction=a.test_fraction, seed=a.seed, max_examples=a.max_examples)
         if not hasattr(self, "spec"):
             self.classes = class_names(parts["train"].labels)
@@ -195,6 +200,9 @@ class ImageGenerationTask(Task):
             if (cache / "model.safetensors").is_file():
                 judge = load_judge(cache)
             else:
+                if not all(self.splits.get(k) is not None for k in ("train", "valid")):
+                    raise ConfigError(f"no ViT judge cached in {cache} and no training data to train one; pass --judge "
+                                      f"RUN_DIR or evaluate with --data")
                 imgs = {k: self._images(self.splits[k].pixels) for k in ("train", "valid")}
                 names = {k: [self.classes[int(y)] for y in self.splits[k].labels] for k in ("train", "valid")}
                 print(f"[panformer] training the ViT judge ({a.judge_steps} steps) -> {cache}", file=sys.stderr, flush=True)

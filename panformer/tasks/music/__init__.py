@@ -24,7 +24,7 @@ from panformer.core.data import seeded_split
 from panformer.core.errors import ConfigError, DataError
 
 from .. import register
-from ..base import Task
+from ..base import Task, split_flag
 from .data import PieceWindows, chorale_files, corpus_path, music_files, read_pieces
 from .metrics import music_statistics
 from .output import write_midi, write_piano_roll
@@ -123,14 +123,22 @@ class MusicTask(Task):
                   "test": [pieces[i] for i in test_i]}
         for split, source in (("valid", a.valid_data), ("test", a.test_data)):
             if source:
-                splits[split] = self._read(source, f"--{split}-data")
+                splits[split] = self.read_split(source, split)
         if a.max_examples:
             splits["train"] = splits["train"][: a.max_examples]
         if not splits["valid"]:
             raise DataError(f"{'--data ' + a.data if a.data else 'the data'}: {len(pieces)} pieces leave no validation "
                             f"piece at --valid-fraction {a.valid_fraction}; add pieces, raise it or pass --valid-data")
         self.splits = {k: v or None for k, v in splits.items()}
-        self._ids: dict[str, list[Tensor]] = {}
+        self.finish_splits()
+
+    def read_split(self, source: str | None, split: str) -> list | None:
+        if not hasattr(self, "vocab"):
+            self.vocab = self._vocab_from_args()
+        return self._read(source, split_flag(split)) if source else None
+
+    def finish_splits(self) -> None:
+        self._ids: dict[str, list[Tensor]] = {}  # token ids per split, encoded on first use
 
     def ids(self, split: str) -> list[Tensor]:
         """Token ids of every piece of ``split`` (BOS ... EOS), long (N_i,)."""

@@ -14,7 +14,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from panformer.core.data import TABLE_SUFFIXES, is_hub_name, load_table, read_lines
+from panformer.core.data import TABLE_SUFFIXES, is_saved_dataset, load_table, parse_hub_spec, read_lines
 from panformer.core.errors import ConfigError, DataError
 
 __all__ = [
@@ -93,8 +93,11 @@ def read_table(source: str, columns: Columns, what: str = "--data") -> dict[str,
 
 
 def read_interactions(source: str, columns: Columns, what: str = "--data") -> dict[str, list[str]]:
-    """Dispatch on the source: ``.txt`` (SASRec), ``.inter`` or a folder with one (RecBole), tables."""
+    """Dispatch on the source: ``.txt`` (SASRec), ``.inter`` or a folder with one (RecBole), tables, datasets
+    (``NAME[:CONFIG][:SPLIT]`` or a ``save_to_disk`` folder)."""
     p = Path(source).expanduser()
+    if is_saved_dataset(p):
+        return read_table(source, columns, what)
     if p.is_dir():
         inters = sorted(p.glob("*.inter"))
         if len(inters) != 1:
@@ -103,7 +106,7 @@ def read_interactions(source: str, columns: Columns, what: str = "--data") -> di
         p = inters[0]
     suffixes = [s.lower() for s in p.suffixes if s.lower() not in (".gz",)]
     suffix = suffixes[-1] if suffixes else ""
-    if not p.exists() and not is_hub_name(source):
+    if not p.exists() and parse_hub_spec(source) is None:
         raise DataError(f"{what}: file not found: {source}")
     if suffix == ".txt":
         return read_sasrec_txt(p, what)

@@ -7,7 +7,7 @@ Data: built-in espeak-ng speech, FSDD folders (connected digits or single digits
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -19,7 +19,7 @@ from panformer.core.errors import ConfigError, DataError
 from panformer.core.tokenizer import SPECIAL_TOKENS, TextTokenizer, train_tokenizer
 
 from .. import register
-from ..base import ListDataset, Task
+from ..base import ListDataset, Task, split_flag
 from .arguments import MODEL_FIELDS, SpeechArguments, normalize_transcript
 from .data import Utterance, connect_digits, espeak_corpus, is_fsdd_folder, load_source, read_fsdd
 from .ctc import Lexicon
@@ -116,10 +116,9 @@ class SpeechTask(Task):
             idx = seeded_split(len(utts), fracs, a.seed)
             for name, ids in zip(("train", "valid", "test_seen" if held else "test"), idx):
                 parts[name] = [utts[i] for i in ids]
-        if a.valid_data:
-            parts["valid"] = self._read(a.valid_data, "--valid-data", "eval")
-        if a.test_data:
-            parts["test"] = self._read(a.test_data, "--test-data", "eval")
+        for name, src in (("valid", a.valid_data), ("test", a.test_data)):
+            if src:
+                parts[name] = self.read_split(src, name)
         if a.max_examples:
             parts["train"] = parts["train"][: a.max_examples]
         if not parts.get("train"):
@@ -127,6 +126,13 @@ class SpeechTask(Task):
         if not parts.get("valid"):
             raise DataError("empty validation split; raise --valid-fraction or pass --valid-data")
         self.splits = {k: v for k, v in parts.items() if v}
+        self.finish_splits()
+
+    def read_split(self, source: str | None, split: str) -> list[Utterance] | None:
+        return self._read(source, split_flag(split), "eval") if source else None
+
+    def finish_splits(self) -> None:
+        """Normalised transcripts and log-mel features of every split."""
         self.texts = {k: [self._normalize(u) for u in v] for k, v in self.splits.items()}
         self.features = {k: [self._featurize(u) for u in v] for k, v in self.splits.items()}
 
@@ -171,9 +177,16 @@ class SpeechTask(Task):
         self._checked = True
         self._train = self._trainable()
 
-    def _check_alphabet(self) -> None:
+    def check_assets(self, splits: Sequence[str] | None = None) -> None:
+        self._check_alphabet(splits)  # a reloaded run's alphabet must cover the new transcripts
+        if splits is None:
+            self._checked = True
+
+    def _check_alphabet(self, splits: Sequence[str] | None = None) -> None:
         vocab = set(self.tokenizer.tok.get_vocab()) - set(SPECIAL_TOKENS)
         for split, texts in self.texts.items():
+            if splits is not None and split not in splits:
+                continue
             for u, t in zip(self.splits[split], texts):
                 bad = sorted({c for c in t if c not in vocab})
                 if bad:
@@ -246,6 +259,8 @@ class SpeechTask(Task):
         return kept
 
     def train_dataset(self) -> ListDataset:
+        if not hasattr(self, "_train"):  # assets from --init-from instead of fit_assets
+            self._train = self._trainable()
         return ListDataset(self._train)
 
     def batch_sampler_fn(self):

@@ -20,7 +20,7 @@ from typing import Sequence
 
 import numpy as np
 
-from panformer.core.data import is_hub_name, load_table
+from panformer.core.data import is_saved_dataset, load_hf_dataset, load_table, parse_hub_spec
 from panformer.core.errors import DataError
 
 from .frontend import decode_audio_bytes, read_audio
@@ -284,23 +284,11 @@ def read_manifest(path: Path, what: str, audio_col: str | None = None, text_col:
     return _rows_to_utterances(ds, str(path), path.parent, what, audio_col, text_col, speaker_col)
 
 
-def read_hf_dataset(source: str, what: str, split: str = "train", audio_col: str | None = None,
+def read_hf_dataset(source: str, what: str, split: str | None = None, audio_col: str | None = None,
                     text_col: str | None = None, speaker_col: str | None = None) -> list[Utterance]:
-    """A Hugging Face dataset: a hub name (``org/name``) or a ``Dataset.save_to_disk`` folder."""
-    p = Path(source)
-    if p.is_dir():
-        import datasets
-
-        try:
-            ds = datasets.load_from_disk(str(p))
-        except Exception as e:  # noqa: BLE001
-            raise DataError(f"{what} {p}: cannot load a saved Hugging Face dataset ({type(e).__name__}: {e})") from None
-        if isinstance(ds, datasets.DatasetDict):
-            if split not in ds:
-                raise DataError(f"{what} {p}: no split {split!r} (splits: {', '.join(ds)})")
-            ds = ds[split]
-    else:
-        ds = load_table(source, what, split=split)
+    """A dataset ``NAME[:CONFIG][:SPLIT]``: on the hub, a local dataset folder or a ``save_to_disk`` folder
+    (the split defaults to the flag's: train for --data, validation for --valid-data, test for --test-data)."""
+    ds = load_hf_dataset(source, what, split)
     return _rows_to_utterances(ds, source, None, what, audio_col, text_col, speaker_col)
 
 
@@ -311,7 +299,7 @@ def load_source(source: str, what: str, audio_col: str | None = None, text_col: 
     if p.is_dir():
         if any((p / n).is_file() for n in ("metadata.csv", "metadata.jsonl", "metadata.tsv")):
             return read_audiofolder(p, what, text_col, speaker_col)
-        if (p / "dataset_info.json").is_file() or (p / "dataset_dict.json").is_file():
+        if is_saved_dataset(p) or (p / "dataset_info.json").is_file():
             return read_hf_dataset(str(p), what, audio_col=audio_col, text_col=text_col, speaker_col=speaker_col)
         raise DataError(f"{what} {p}: a folder needs metadata.csv (audiofolder), FSDD-named wavs "
                         f"({{digit}}_{{speaker}}_{{index}}.wav) or a saved Hugging Face dataset")
@@ -319,6 +307,6 @@ def load_source(source: str, what: str, audio_col: str | None = None, text_col: 
         if p.suffix.lower() in AUDIO_SUFFIXES:
             raise DataError(f"{what} {p}: a single audio file has no transcript; pass a manifest or a folder")
         return read_manifest(p, what, audio_col, text_col, speaker_col)
-    if is_hub_name(source):
+    if parse_hub_spec(source) is not None:
         return read_hf_dataset(source, what, audio_col=audio_col, text_col=text_col, speaker_col=speaker_col)
     raise DataError(f"{what}: file or folder not found: {source}")

@@ -30,7 +30,7 @@ from panformer.core.token_cache import TokenCacheArguments, cache_root
 from panformer.core.tokenizer import TextTokenizer, train_tokenizer
 
 from .. import register
-from ..base import ListDataset, Task
+from ..base import ListDataset, Task, split_flag
 from .cache import TranslationCache
 from .data import ParallelLines, number_expression_pairs, parallel_rows, read_parallel_files, read_source
 from .decode import average_state_dicts, cross_attention_png, pad_batch, sequence_log_probs, translate_ids
@@ -99,6 +99,8 @@ class TranslationTask(Task):
                  eval_every=400, eval_max_examples=64, beam_size=2, lr=2e-3, label_smoothing=0.0, dropout=0.0,
                  attention_examples=1)
     predict_help = "SENTENCE... source sentences to translate"
+    split_options = {"valid": ("valid_data", "valid_source_file", "valid_target_file"),
+                     "test": ("test_data", "test_source_file", "test_target_file")}
 
     # -- data -------------------------------------------------------------------------------------
     def _file_pair(self, prefix: str) -> tuple[str, str, str] | None:
@@ -142,17 +144,23 @@ class TranslationTask(Task):
         if a.tie_embeddings and not a.shared_vocab:
             raise ConfigError("--tie-embeddings needs --shared-vocab true (one vocabulary); or pass --tie-embeddings false")
         train = self._train_pairs(cached=self.memmap)
-        valid = self._files("valid_") or (read_source(a.valid_data, "--valid-data", a) if a.valid_data else None)
-        test = self._files("test_") or (read_source(a.test_data, "--test-data", a) if a.test_data else None)
+        valid, test = self.read_split(a.valid_data, "valid"), self.read_split(a.test_data, "test")
         if self.memmap:
-            self._table = TranslationCache(a, train, valid or None, test or None)
+            self._table = TranslationCache(a, train, valid, test)
             if self.__dict__.get("src_tok") is not None:  # evaluate: the run's tokenizers are loaded
                 self._use_cache(self._table.open(self.src_tok, self.tgt_tok))
             return
         self.splits = assemble_splits(
-            len(train[0]), lambda ids: ([train[0][i] for i in ids], [train[1][i] for i in ids]), valid=valid or None,
-            test=test or None, valid_fraction=a.valid_fraction, test_fraction=a.test_fraction, seed=a.seed,
+            len(train[0]), lambda ids: ([train[0][i] for i in ids], [train[1][i] for i in ids]), valid=valid, test=test,
+            valid_fraction=a.valid_fraction, test_fraction=a.test_fraction, seed=a.seed,
             max_examples=a.max_examples, size=lambda part: len(part[0]), valid_hint="--valid-data / --valid-source-file")
+
+    def read_split(self, source: str | None, split: str) -> tuple[list[str], list[str]] | None:
+        """``--{split}-source-file``/``--{split}-target-file``, else ``--{split}-data``."""
+        files = self._files(f"{split}_")
+        if files is None and source:
+            files = read_source(source, split_flag(split), self.args)
+        return files or None
 
     def fit_assets(self) -> None:
         a = self.args

@@ -8,7 +8,7 @@ from itertools import zip_longest
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
-from panformer.core.data import load_table, read_lines, require_columns
+from panformer.core.data import is_saved_dataset, load_table, read_lines, require_columns
 from panformer.core.errors import DataError
 from panformer.core.rows import BATCH_ROWS, RowSource, take_by_pass
 from panformer.core.text_stream import iter_lines
@@ -141,7 +141,7 @@ def read_parallel_files(source_file: str, target_file: str, what: str = "--sourc
 
 
 def read_parallel_table(source: str, what: str, source_column: str | None, target_column: str | None,
-                        source_lang: str, target_lang: str, split: str = "train") -> Pairs:
+                        source_lang: str, target_lang: str, split: str | None = None) -> Pairs:
     """A CSV / TSV / JSON / JSONL / Parquet file or a hub dataset with a source and a target column,
     or a ``translation`` column of ``{lang: text}`` dicts (the WMT / OPUS layout on the hub). Columns
     default to the first present of (language code, ``source``/``target``, ``src``/``tgt``)."""
@@ -224,8 +224,8 @@ class ParallelTable:
 
     column_names = ["source", "target"]
 
-    def __init__(self, source: str, what: str, a: Any, split: str = "train") -> None:
-        self.rows = RowSource(source, what, streaming=a.streaming, split=split)
+    def __init__(self, source: str, what: str, a: Any) -> None:
+        self.rows = RowSource(source, what, streaming=a.streaming)
         self.source, self.what, self.langs = source, what, (a.source_lang, a.target_lang)
         sc, tc, self.nested = _pair_columns(self.rows.column_names, a.source_column, a.target_column, *self.langs)
         if self.nested:
@@ -270,11 +270,11 @@ def read_source(source: str, what: str, a: Any) -> Pairs:
     pair = resolve_prefix(source, a.source_lang, a.target_lang)
     if pair is not None:
         return read_parallel_files(str(pair[0]), str(pair[1]), f"{what} (source)/{what} (target)")
-    if Path(source).is_dir():
+    if Path(source).is_dir() and not is_saved_dataset(source):
         raise DataError(f"{what}: {source} is a folder; pass a file PREFIX so that PREFIX.{a.source_lang} and "
-                        f"PREFIX.{a.target_lang} (or .gz) exist, or a .csv/.tsv/.jsonl/.parquet table")
-    split = {"--data": "train", "--valid-data": "validation", "--test-data": "test"}.get(what, "train")
-    return read_parallel_table(source, what, a.source_column, a.target_column, a.source_lang, a.target_lang, split)
+                        f"PREFIX.{a.target_lang} (or .gz) exist, a .csv/.tsv/.jsonl/.parquet table or a dataset "
+                        f"NAME[:CONFIG][:SPLIT]")
+    return read_parallel_table(source, what, a.source_column, a.target_column, a.source_lang, a.target_lang)
 
 
 def parallel_rows(source: str, what: str, a: Any) -> ParallelLines | ParallelTable:
@@ -282,6 +282,6 @@ def parallel_rows(source: str, what: str, a: Any) -> ParallelLines | ParallelTab
     pair = resolve_prefix(source, a.source_lang, a.target_lang)
     if pair is not None:
         return ParallelLines(str(pair[0]), str(pair[1]), f"{what} (source)/{what} (target)")
-    if Path(source).is_dir():
+    if Path(source).is_dir() and not is_saved_dataset(source):
         read_source(source, what, a)  # raises the folder error
     return ParallelTable(source, what, a)

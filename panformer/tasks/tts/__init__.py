@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -24,7 +24,7 @@ from panformer.core.masks import lengths_to_padding_mask
 from panformer.core.tokenizer import SPECIAL_TOKENS, TextTokenizer, train_tokenizer
 
 from .. import register
-from ..base import ListDataset, Task
+from ..base import ListDataset, Task, split_flag
 from .arguments import MODEL_FIELDS, TTSArguments
 from .audio import MEL_FLOOR, GriffinLimVocoder, dtw_l1, mel_frontend, plot_mel_alignment, write_wav
 from .data import check_vocabulary, normalize_text, read_source, tts_corpus
@@ -74,12 +74,20 @@ class TTSTask(Task):
                  for name, ids in zip(("train", "valid", "test"), seeded_split(len(utts), fracs, a.seed))}
         for name, src in (("valid", a.valid_data), ("test", a.test_data)):
             if src:
-                parts[name] = read_source(src, f"--{name}-data", a.audio_column, a.text_column)
+                parts[name] = self.read_split(src, name)
         if a.max_examples:
             parts["train"] = parts["train"][: a.max_examples]
         if not parts.get("valid"):
             raise DataError("empty validation split; raise --valid-fraction or pass --valid-data")
         self.splits = {k: v for k, v in parts.items() if v}
+        self.finish_splits()
+
+    def read_split(self, source: str | None, split: str) -> list | None:
+        a = self.args
+        return read_source(source, split_flag(split), a.audio_column, a.text_column) if source else None
+
+    def finish_splits(self) -> None:
+        """Normalised texts and log-mel targets of every split."""
         self.texts = {k: [self._normalize(u.text, u.source) for u in v] for k, v in self.splits.items()}
         self.mels = {k: [self._featurize(u) for u in v] for k, v in self.splits.items()}
 
@@ -113,14 +121,19 @@ class TTSTask(Task):
         self.mel_mean, self.mel_std = frames.mean(0), frames.std(0).clamp(min=1e-3)
         self._check()
 
+    def check_assets(self, splits: Sequence[str] | None = None) -> None:
+        self._check(splits)  # a reloaded run's vocabulary must cover the new texts
+
     def vocabulary(self) -> set[str]:
         return set(self.tokenizer.tok.get_vocab()) - set(SPECIAL_TOKENS)
 
-    def _check(self) -> None:
+    def _check(self, splits: Sequence[str] | None = None) -> None:
         vocab = self.vocabulary()
         for split, texts in self.texts.items():
-            check_vocabulary(((u.source, t) for u, t in zip(self.splits[split], texts)), vocab)
-        self._checked = True
+            if splits is None or split in splits:
+                check_vocabulary(((u.source, t) for u, t in zip(self.splits[split], texts)), vocab)
+        if splits is None:
+            self._checked = True
 
     def save_assets(self, run_dir: Path) -> None:
         self.tokenizer.save(run_dir / "tokenizer.json")

@@ -17,7 +17,8 @@ from torch import Tensor
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 
-from panformer.core.data import TABLE_SUFFIXES, is_hub_name, load_table, require_columns
+from panformer.core.data import (TABLE_SUFFIXES, default_split, is_saved_dataset, load_hf_dataset, load_table,
+                                  parse_hub_spec, require_columns)
 from panformer.core.errors import DataError
 
 __all__ = ["ImageSource", "TensorImages", "FileImages", "HFImages", "TorchvisionImages", "digits",
@@ -261,28 +262,22 @@ def _torchvision(spec: str, root: str, default_split: str, channels: int, what: 
 
 def open_source(source: str, what: str, channels: int, image_column: str | None = None,
                 label_column: str | None = None, image_root: str | None = None, data_root: str = "data",
-                verify: bool = True, split: str = "train") -> ImageSource:
+                verify: bool = True, split: str | None = None) -> ImageSource:
     """Open ``source`` by its form: ``torchvision:NAME[:SPLIT]``; a folder saved by ``datasets``
-    (``save_to_disk``) or an ``imagefolder`` tree; a CSV/TSV/JSON/JSONL/Parquet table; a hub name."""
+    (``save_to_disk``) or an ``imagefolder`` tree; a CSV/TSV/JSON/JSONL/Parquet table; a dataset
+    ``NAME[:CONFIG][:SPLIT]``. ``split`` (default: the flag's, e.g. test for --test-data) is read when the
+    source names none."""
     if source.startswith("torchvision:"):
-        return _torchvision(source, data_root, split, channels, what)
+        return _torchvision(source, data_root, split or default_split(what), channels, what)
     path = Path(source).expanduser()
     if path.is_dir():
-        if (path / "dataset_info.json").is_file() or (path / "state.json").is_file():
-            import datasets
-
-            ds = datasets.load_from_disk(str(path))
-            if isinstance(ds, datasets.DatasetDict):
-                if split not in ds:
-                    raise DataError(f"{what} {path}: no split {split!r} (splits: {', '.join(ds)})")
-                ds = ds[split]
-            if len(ds) == 0:
-                raise DataError(f"{what}: {path} has no rows")
+        if is_saved_dataset(path) or (path / "dataset_info.json").is_file():
+            ds = load_hf_dataset(source, what, split)
             return _table(ds, source, what, channels, image_column, label_column, image_root, verify)
         return _imagefolder(path, channels, what, verify)
     if path.exists() and path.suffix.lower() in IMAGE_SUFFIXES:
         raise DataError(f"{what}: {path} is a single image; pass a folder of class subfolders or a CSV of paths and labels")
-    if not path.exists() and not is_hub_name(source):
+    if not path.exists() and parse_hub_spec(source) is None:
         raise DataError(f"{what}: file or folder not found: {source}")
     if path.exists() and not any(s.lower() in TABLE_SUFFIXES for s in path.suffixes):
         raise DataError(f"{what}: {path}: unsupported file type {path.suffix!r}; expected a folder, "

@@ -5,7 +5,7 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -19,7 +19,7 @@ from panformer.core.errors import ConfigError, DataError
 from panformer.core.metrics import classification_metrics, confusion_matrix_png, top_k_accuracy
 
 from .. import register
-from ..base import Task
+from ..base import Task, split_flag
 from .cnn import CNNConfig, SmallCNN
 from .convert import config_from_torchvision_state, convert_torchvision_state, load_state_file
 from .data import ImageDataset, ImageSource, build_transform, digits, digits_split, load_image, open_source
@@ -70,9 +70,9 @@ class VitTask(Task):
                     "pretrained", "pretrained_heads")
     defaults = dict(epochs=100, batch_size=64, lr=1e-3, schedule="cosine", warmup_steps=200, weight_decay=0.05,
                     adam_beta2=0.999, adam_eps=1e-8, metric_for_best="accuracy", label_smoothing=0.1)
-    quick = dict(max_time_minutes=0.6, schedule_clock="time", max_steps=100_000, d_model=96, n_heads=2, n_layers=2,
-                 d_ff=192, patch_size=4, batch_size=32, lr=3e-3, warmup_steps=10, eval_every=500, augment="none",
-                 label_smoothing=0.0, rollout_images=2)
+    quick = dict(max_time_minutes=0.6, schedule_clock="time", max_steps=100_000, d_model=96, n_heads=4, n_layers=2,
+                 d_ff=192, patch_size=4, batch_size=32, lr=3e-3, warmup_steps=10, eval_every=500,
+                 label_smoothing=0.0, rollout_images=2)  # batched affine augmentation: 1,700 steps 98.7-98.9 %
     predict_help = "IMAGE... image files to classify"
     baselines = {"cnn": {"arch": "cnn"}}
 
@@ -97,10 +97,13 @@ class VitTask(Task):
             return 1
         return 3
 
-    def _open(self, source: str, what: str, split: str) -> ImageSource:
+    def _open(self, source: str, what: str) -> ImageSource:
         a = self.args
         return open_source(source, what, self.channels, a.image_column, a.label_column, a.image_root, a.data_root,
-                           a.verify_images, split)
+                           a.verify_images)
+
+    def read_split(self, source: str | None, split: str) -> ImageSource | None:
+        return self._open(source, split_flag(split)) if source else None
 
     def load_data(self) -> None:
         a = self.args
@@ -111,13 +114,12 @@ class VitTask(Task):
             indices = digits_split(src.labels, 0.0 if a.valid_data else a.valid_fraction, a.seed)
             self.data_name = "sklearn digits (8x8; fixed 25 % stratified test split, random_state 0)"
         else:
-            src = self._open(a.data, "--data", "train")
+            src = self._open(a.data, "--data")
             indices = None
             self.data_name = src.name
         self.splits = assemble_splits(
             len(src), src.subset, indices=indices,
-            valid=self._open(a.valid_data, "--valid-data", "validation") if a.valid_data else None,
-            test=self._open(a.test_data, "--test-data", "test") if a.test_data else None,
+            valid=self.read_split(a.valid_data, "valid"), test=self.read_split(a.test_data, "test"),
             valid_fraction=a.valid_fraction, test_fraction=a.test_fraction, seed=a.seed, max_examples=a.max_examples)
 
     def fit_assets(self) -> None:
@@ -128,12 +130,7 @@ class VitTask(Task):
         self.labels = sorted(labels, key=lambda v: (str(type(v)), v))
         if len(self.labels) < 2:
             raise DataError(f"training data has a single class ({self.labels[0]!r}); need at least two")
-        index = {v: i for i, v in enumerate(self.labels)}
-        for split in ("valid", "test"):
-            src = self.splits.get(split)
-            for i, y in enumerate(src.labels if src is not None else []):
-                if y not in index:
-                    raise DataError(f"{split} data: {src.describe(i)}: unknown label {y!r}; training labels are {self.labels[:20]}")
+        self._check_labels(("valid", "test"))
         if a.pretrained:
             self._pretrained_state = load_state_file(a.pretrained)
             cfg = config_from_torchvision_state(self._pretrained_state, a.pretrained_heads)
@@ -157,6 +154,17 @@ class VitTask(Task):
             CNNConfig(in_channels=self.channels, num_classes=len(self.labels), image_size=cfg.image_size, width=a.cnn_width)
         augment = a.augment if a.augment != "auto" else ("affine" if self.channels == 1 else "crop-flip")
         self.prep = {"vit": cfg.to_dict(), "mean": list(mean), "std": list(std), "augment": augment, "channels": self.channels}
+
+    def check_assets(self, splits: Sequence[str] | None = None) -> None:
+        self._check_labels(list(self.splits) if splits is None else splits)
+
+    def _check_labels(self, splits: Sequence[str]) -> None:
+        index = {v: i for i, v in enumerate(self.labels)}
+        for split in splits:
+            src = self.splits.get(split)
+            for i, y in enumerate(src.labels if src is not None else []):
+                if y not in index:
+                    raise DataError(f"{split} data: {src.describe(i)}: unknown label {y!r}; training labels are {self.labels[:20]}")
 
     def save_assets(self, run_dir: Path) -> None:
         (run_dir / "labels.json").write_text(json.dumps(self.labels))
