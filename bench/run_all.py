@@ -15,6 +15,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ORDER = ["core_speed", "bf16_ceiling", "malloc_ab", "dropout_speed", "sentiment_sst2", "sentiment_minilm_sst2", "generation_speed", "generation_tinyshakespeare",
+         "generation_big_corpus",
          "translation_multi30k", "vit_digits", "detection_digits", "speech_espeak", "speech_fsdd", "recommendation_games",
          "music_chorales", "image_generation_digits", "tts_espeak"]
 

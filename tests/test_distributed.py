@@ -216,3 +216,22 @@ def test_errors_propagate_to_every_rank(tmp_path):
     assert r1["eval"] == ("PeerError", "rank 0 failed: ZeroDivisionError: division by zero", True)
     assert issubclass(PeerError, PanformerError)  # the CLI prints it as one line, exit status 2
     assert not D.is_distributed() and D.run_on_main(lambda: 3) == 3  # one process: plain calls
+
+
+@pytest.mark.slow
+def test_torchrun_rank0_builds_the_token_cache_once(tmp_path):
+    """--cache-dir under torchrun: rank 0 tokenises (main_process_first), the other rank reuses its cache."""
+    from panformer.tasks.generation.data import pydoc_topics
+
+    data = tmp_path / "corpus.txt"
+    data.write_text("\n\n".join(pydoc_topics()[:10]))
+    cache, out = tmp_path / "cache", tmp_path / "run"
+    res = _torchrun("train", "generation", "--data", str(data), "--cache-dir", str(cache), "--max-steps", "4",
+                    "--d-model", "32", "--n-heads", "2", "--n-layers", "1", "--block-size", "32", "--batch-size", "8",
+                    "--eval-every", "1000", "--eval-max-tokens", "2048", "--max-new-tokens", "2", "--progress", "false",
+                    "--out", str(out))
+    assert res.returncode == 0, (res.stdout + res.stderr)[-4000:]
+    folders = list(cache.iterdir())
+    assert len(folders) == 1 and json.loads((folders[0] / "manifest.json").read_text())["builds"] == 1
+    assert res.stderr.count("token cache") >= 1 and "built in" in res.stderr
+    assert json.loads((out / "metrics.json").read_text())["train_steps"] == 4

@@ -6,11 +6,12 @@ import json
 from pathlib import Path
 from typing import Iterable, Literal, Sequence
 
+import numpy as np
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 
 from .errors import ConfigError
 
-__all__ = ["TextTokenizer", "train_tokenizer", "SPECIAL_TOKENS"]
+__all__ = ["TextTokenizer", "train_tokenizer", "char_set", "SPECIAL_TOKENS"]
 
 # Fixed ids for every tokenizer trained here: <pad>=0, <unk>=1, <s>=2 (BOS/CLS), </s>=3 (EOS/SEP), <mask>=4.
 SPECIAL_TOKENS = ["<pad>", "<unk>", "<s>", "</s>", "<mask>"]
@@ -43,14 +44,48 @@ class TextTokenizer:
     def encode_batch(self, texts: Sequence[str], add_bos: bool = False, add_eos: bool = False,
                      max_len: int | None = None) -> list[list[int]]:
         """Token ids per text, optionally wrapped in BOS/EOS and truncated to ``max_len`` (EOS kept)."""
-        out = []
-        bos, eos = self.bos_id, self.eos_id
-        for enc in self.tok.encode_batch(list(texts), add_special_tokens=False):
-            ids = enc.ids
-            limit = None if max_len is None else max_len - int(add_bos) - int(add_eos)
-            if limit is not None:
-                ids = ids[: max(limit, 0)]
-            out.append(([bos] if add_bos else []) + ids + ([eos] if add_eos else []))
+        return [self.wrap(enc.ids, add_bos, add_eos, max_len)
+                for enc in self.tok.encode_batch(list(texts), add_special_tokens=False)]
+
+    def wrap(self, ids: Sequence[int], add_bos: bool = False, add_eos: bool = False,
+             max_len: int | None = None) -> list[int]:
+        """Plain ids (e.g. read from a token cache) as :meth:`encode_batch` returns them: truncated so that
+        BOS/EOS fit in ``max_len``, then wrapped."""
+        ids = list(ids)
+        if max_len is not None:
+            ids = ids[: max(max_len - int(add_bos) - int(add_eos), 0)]
+        return ([self.bos_id] if add_bos else []) + ids + ([self.eos_id] if add_eos else [])
+
+    def wrapped_lengths(self, lengths, add_bos: bool = False, add_eos: bool = False, max_len: int | None = None):
+        """:meth:`wrap`'s output lengths for plain lengths (a numpy array)."""
+        specials = int(add_bos) + int(add_eos)
+        if max_len is not None:
+            lengths = np.minimum(lengths, max(max_len - specials, 0))
+        return lengths + specials
+
+    def encode_chars(self, text: str, dtype: np.dtype | type = np.int64) -> np.ndarray:
+        """(len(text),) ids of a character vocabulary, one per character (unknown ones: ``<unk>``): the same as
+        ``[vocab.get(c, unk) for c in text]``, vectorised (hundreds of MB/s) through a table of the BMP."""
+        dtype = np.dtype(dtype)
+        luts = self.__dict__.setdefault("_char_luts", {})
+        vocab, unk = self.tok.get_vocab(), self.unk_id or 0
+        if dtype not in luts:
+            lut = np.full(0x10000, unk, dtype=dtype)
+            for t, i in vocab.items():
+                if len(t) == 1 and ord(t) < 0x10000:
+                    lut[ord(t)] = i
+            luts[dtype] = lut
+        try:
+            codes = np.frombuffer(text.encode("utf-16-le"), np.uint16)
+        except UnicodeEncodeError:  # a lone surrogate
+            return np.array([vocab.get(c, unk) for c in text], dtype=dtype)
+        if codes.size == len(text):  # no character outside the BMP
+            return luts[dtype][codes]
+        cps = np.frombuffer(text.encode("utf-32-le"), np.uint32)
+        out = luts[dtype][np.minimum(cps, 0xFFFF)]
+        astral = cps > 0xFFFF
+        for c in np.unique(cps[astral]):
+            out[cps == c] = vocab.get(chr(int(c)), unk)
         return out
 
     def decode(self, ids: Sequence[int], skip_special: bool = True) -> str:
@@ -105,6 +140,20 @@ def _guess_specials(tok: Tokenizer) -> dict[str, str]:
             "mask": pick("[MASK]", "<mask>")}
 
 
+def char_set(text: str) -> set[str]:
+    """The distinct characters of ``text`` (``set(text)``, counted with numpy for long texts)."""
+    if len(text) < 1 << 16:
+        return set(text)
+    try:
+        codes = np.frombuffer(text.encode("utf-16-le"), np.uint16)
+    except UnicodeEncodeError:
+        return set(text)
+    present = np.flatnonzero(np.bincount(codes))
+    if ((present >= 0xD800) & (present < 0xE000)).any():  # characters outside the BMP
+        return set(text)
+    return {chr(int(c)) for c in present}
+
+
 def train_tokenizer(
     texts: Iterable[str],
     kind: Literal["bpe", "wordpiece", "char", "word"] = "bpe",
@@ -112,15 +161,19 @@ def train_tokenizer(
     lowercase: bool = False,
     min_frequency: int = 2,
 ) -> TextTokenizer:
-    """Train a tokenizer on ``texts``.
+    """Train a tokenizer on ``texts``: a list, or any iterable read once (e.g. a generator over files larger
+    than memory; the result does not depend on the texts' order).
 
     bpe: SentencePiece-style BPE (Metaspace), exact round trip, for translation and generation.
     wordpiece: BERT-style (punctuation split, ## continuations), for classification.
     char: one token per character (vocab = every character seen). word: whole words.
     """
-    texts = list(texts)
+    length = len(texts) if isinstance(texts, Sequence) else None  # only for progress reporting
     if kind == "char":
-        chars = sorted({c for t in texts for c in t})
+        seen: set[str] = set()
+        for t in texts:
+            seen |= char_set(t)
+        chars = sorted(seen)
         vocab = {s: i for i, s in enumerate(SPECIAL_TOKENS)}
         for c in chars:
             vocab.setdefault(c, len(vocab))
@@ -145,7 +198,7 @@ def train_tokenizer(
         bpe.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.BertPreTokenizer(), pre_tokenizers.Metaspace()])
         bpe.train_from_iterator(texts, trainers.BpeTrainer(
             vocab_size=vocab_size, min_frequency=min_frequency, special_tokens=SPECIAL_TOKENS, show_progress=False),
-            length=len(texts))
+            length=length)
         pieces: set[str] = set()
         for t in set(bpe.get_vocab()) - set(SPECIAL_TOKENS):
             if t.startswith("\u2581"):
@@ -169,5 +222,5 @@ def train_tokenizer(
     else:
         raise ConfigError(f"tokenizer kind must be bpe, wordpiece, char or word, got {kind!r}")
     tok.normalizer = norm
-    tok.train_from_iterator(texts, trainer=trainer, length=len(texts))
+    tok.train_from_iterator(texts, trainer=trainer, length=length)
     return TextTokenizer(tok)

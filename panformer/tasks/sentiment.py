@@ -12,6 +12,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -21,11 +22,13 @@ from panformer.core.data import assemble_splits, bucket_batches, load_table, req
 from panformer.core.errors import ConfigError, DataError
 from panformer.core.metrics import classification_metrics, confusion_matrix_png
 from panformer.core.pretrained import BertPooler, load_tokenizer
+from panformer.core.token_cache import TokenCacheArguments, cache_root
 from panformer.core.tokenizer import TextTokenizer, train_tokenizer
 
 from . import register
 from .base import ListDataset, Task, split_flag
 from .builtin_data import movie_review_snippets
+from .sentiment_cache import SentimentCache, label_key
 
 __all__ = ["SentimentTask", "SentimentArguments", "TextClassifier", "TextClassifierEnsemble"]
 
@@ -34,7 +37,7 @@ ARCHS = ("transformer", "lstm", "gru")
 
 
 @dataclass
-class SentimentArguments:
+class SentimentArguments(TokenCacheArguments):
     text_column: str | None = field(default=None, metadata={"help": f"text column (default: first of {', '.join(TEXT_COLUMNS)})"})
     label_column: str = field(default="label", metadata={"help": "label column (strings or integers)"})
     tokenizer: str = field(default="wordpiece", metadata={"help": "wordpiece | bpe | word | char, trained on the training split"})
@@ -132,20 +135,36 @@ class SentimentTask(Task):
         require_columns(ds, {text_col: "--text-column", a.label_column: "--label-column"}, source, what)
         texts, labels = ds[text_col], ds[a.label_column]
         for i, (t, y) in enumerate(zip(texts, labels)):
-            if not isinstance(t, str) or not t.strip():
-                raise DataError(f"{what} {source}: row {i + 1}: column {text_col!r} is empty or not text ({t!r})")
-            if y is None or (isinstance(y, float) and y != y):
-                raise DataError(f"{what} {source}: row {i + 1}: column {a.label_column!r} has no label")
+            self._check_row(what, source, i + 1, t, y, text_col, a.label_column)
         return list(texts), [y.item() if hasattr(y, "item") else y for y in labels]
+
+    @staticmethod
+    def _check_row(what: str, source: str, row: int, t: Any, y: Any, text_col: str, label_col: str) -> None:
+        if not isinstance(t, str) or not t.strip():
+            raise DataError(f"{what} {source}: row {row}: column {text_col!r} is empty or not text ({t!r})")
+        if y is None or (isinstance(y, float) and y != y):
+            raise DataError(f"{what} {source}: row {row}: column {label_col!r} has no label")
+
+    @property
+    def memmap(self) -> bool:
+        """Train from a memory-mapped token cache (``--cache-dir`` / ``--streaming``) instead of in memory."""
+        return cache_root(self.args) is not None
 
     def load_data(self) -> None:
         a = self.args
+        self.data_name = "movie-review snippets (Hutto & Gilbert 2014)" if a.data is None else Path(a.data).name
+        if self.memmap:
+            if getattr(a, "baseline", False) or a.mlm_pretrain_steps:
+                raise ConfigError("--baseline and --mlm-pretrain-steps read every training text into memory; "
+                                  "not with --cache-dir / --streaming")
+            self._table = SentimentCache(a, TEXT_COLUMNS, movie_review_snippets, self.read_split, self._check_row)
+            if self.__dict__.get("tokenizer") is not None:  # evaluate: the run's tokenizer and labels are loaded
+                self._use_cache(self._table.open(self.tokenizer))
+            return
         if a.data is None:
             texts, labels = movie_review_snippets()
-            self.data_name = "movie-review snippets (Hutto & Gilbert 2014)"
         else:
             texts, labels = self._read(a.data, "--data")
-            self.data_name = Path(a.data).name
         self.splits = assemble_splits(
             len(texts), lambda ids: ([texts[i] for i in ids], [labels[i] for i in ids]),
             valid=self.read_split(a.valid_data, "valid"), test=self.read_split(a.test_data, "test"),
@@ -157,15 +176,31 @@ class SentimentTask(Task):
 
     def fit_assets(self) -> None:
         a = self.args
-        train_texts, train_labels = self.splits["train"]
-        self.labels = sorted(set(train_labels), key=lambda v: (str(type(v)), v))
+        if self.memmap:  # the tokenizer is trained (or found) with the cache, the labels read from it
+            cache = self._table.open(load_tokenizer(a.pretrained) if a.pretrained else None)
+            self.tokenizer, self.labels = cache.tokenizer, self._table.train_labels(cache)
+            self._single_label_check()
+            self._use_cache(cache)
+        else:
+            train_texts, train_labels = self.splits["train"]
+            self.labels = sorted(set(train_labels), key=label_key)
+            self._single_label_check()
+            if a.pretrained:
+                self.tokenizer = load_tokenizer(a.pretrained)
+            else:
+                self.tokenizer = train_tokenizer(train_texts, a.tokenizer, a.vocab_size, lowercase=a.lowercase)
+        self._check_labels()
+
+    def _single_label_check(self) -> None:
         if len(self.labels) < 2:
             raise DataError(f"training data has a single label ({self.labels[0]!r}); need at least two classes")
-        if a.pretrained:
-            self.tokenizer = load_tokenizer(a.pretrained)
-        else:
-            self.tokenizer = train_tokenizer(train_texts, a.tokenizer, a.vocab_size, lowercase=a.lowercase)
-        self._check_labels()
+
+    def _use_cache(self, cache) -> None:
+        add_bos, add_eos, max_len = self._wrapping()
+        tok = self.tokenizer
+        self.splits, self._train_lengths = self._table.splits(
+            cache, self.labels, lambda ids: tok.wrap(ids, add_bos, add_eos, max_len) or [tok.unk_id],
+            lambda n: np.maximum(tok.wrapped_lengths(n, add_bos, add_eos, max_len), 1))
 
     def check_assets(self, splits: Sequence[str] | None = None) -> None:
         self._check_labels(list(self.splits) if splits is None else splits)
@@ -187,10 +222,15 @@ class SentimentTask(Task):
         self.tokenizer = TextTokenizer.load(run_dir / "tokenizer.json")
         self.labels = json.loads((run_dir / "labels.json").read_text())
 
+    def _wrapping(self) -> tuple[bool, bool, int]:
+        """(add BOS, add EOS, max length) of the model's input ids."""
+        a = self.args
+        return a.pooling in ("cls", "pooler") or bool(a.pretrained), bool(a.pretrained), a.max_len
+
     def _encode_texts(self, texts: list[str]) -> list[list[int]]:
         """Token ids as the model reads them (an empty text becomes ``<unk>``)."""
-        add_bos = self.args.pooling in ("cls", "pooler") or bool(self.args.pretrained)
-        ids = self.tokenizer.encode_batch(texts, add_bos=add_bos, add_eos=bool(self.args.pretrained), max_len=self.args.max_len)
+        add_bos, add_eos, max_len = self._wrapping()
+        ids = self.tokenizer.encode_batch(texts, add_bos=add_bos, add_eos=add_eos, max_len=max_len)
         return [x if x else [self.tokenizer.unk_id] for x in ids]
 
     def _label_ids(self, labels: list[Any]) -> list[int]:
@@ -201,12 +241,15 @@ class SentimentTask(Task):
         texts, labels = self.splits[split]
         return list(zip(self._encode_texts(texts), self._label_ids(labels)))
 
-    def train_dataset(self) -> ListDataset:
+    def train_dataset(self):
+        if self.memmap:
+            return self.splits["train"]
         self._train = self._encode("train")
+        self._train_lengths = [len(x) for x, _ in self._train]
         return ListDataset(self._train)
 
     def batch_sampler_fn(self):
-        lengths = [len(x) for x, _ in self._train]
+        lengths = self._train_lengths
         bs = self.args.batch_size
         return lambda epoch, seed: bucket_batches(lengths, bs, seed, epoch)
 
@@ -356,5 +399,6 @@ class SentimentTask(Task):
         return m
 
     def describe_data(self) -> str:
-        sizes = ", ".join(f"{k} {len(v[0]):,}" for k, v in self.splits.items() if v is not None)
+        sizes = ", ".join(f"{k} {len(v if k == 'train' and self.memmap else v[0]):,}" for k, v in self.splits.items()
+                          if v is not None)
         return f"sentiment on {self.data_name}: {sizes}; labels {self.labels}"

@@ -20,10 +20,12 @@ from torch import Tensor, nn
 from panformer.core import CausalTransformerLM, RecurrentLM, RNNConfig, SamplingArguments, TransformerConfig, sampling_kwargs
 from panformer.core.checkpoint import atomic_write_text
 from panformer.core.errors import ConfigError, DataError
+from panformer.core.token_cache import TokenCache, TokenCacheArguments, TokenStream, cache_root
 from panformer.core.tokenizer import TextTokenizer, train_tokenizer
 
 from .. import register
 from ..base import Task, split_flag
+from .corpus import CorpusCache
 from .data import TokenWindows, contiguous_split, encode_stream, pydoc_topics, random_windows, read_documents
 from .generate import generate
 
@@ -34,7 +36,7 @@ MODEL_FIELDS = ("arch", "tokenizer", "vocab_size", "lowercase", "block_size", "d
 
 
 @dataclass
-class GenerationArguments(SamplingArguments):
+class GenerationArguments(SamplingArguments, TokenCacheArguments):
     text_column: str | None = field(default=None, metadata={"help": "text column of a table / hub dataset (default: text, content, ...)"})
     max_chars: int | None = field(default=None, metadata={"help": "use at most this many characters of the training text"})
     tokenizer: str = field(default="char", metadata={"help": "char | bpe, trained on the training text"})
@@ -102,12 +104,22 @@ class GenerationTask(Task):
         docs = pydoc_topics() if source is None else read_documents(source, what, self.args.text_column)
         return "\n\n".join(d.strip("\n") for d in docs)
 
+    @property
+    def memmap(self) -> bool:
+        """Train from a memory-mapped token cache (``--cache-dir`` / ``--streaming``) instead of in memory."""
+        return cache_root(self.args) is not None
+
     def load_data(self) -> None:
         a = self.args
         if a.tokenizer not in ("char", "bpe"):
             raise ConfigError(f"--tokenizer must be char or bpe, got {a.tokenizer!r}")
-        text = self._text(a.data, "--data")
         self.data_name = "pydoc_data.topics (CPython help texts)" if a.data is None else Path(a.data).name
+        if self.memmap:
+            self._corpus = CorpusCache(a)  # checks the sources; fit_assets (or the run's tokenizer) opens the cache
+            if self.__dict__.get("tokenizer") is not None:  # evaluate: the run's tokenizer is loaded already
+                self._use_cache(self._corpus.open(self.tokenizer, self.char_level))
+            return
+        text = self._text(a.data, "--data")
         fracs = [0.0 if a.valid_data else a.valid_fraction, 0.0 if a.test_data else a.test_fraction]
         train, valid, test = contiguous_split(text, fracs)
         valid = self.read_split(a.valid_data, "valid") or valid
@@ -115,6 +127,13 @@ class GenerationTask(Task):
         if a.max_chars:
             train = train[: a.max_chars]
         self.splits = {"train": train, "valid": valid or None, "test": test or None}
+        if self.splits["valid"] is None:
+            raise DataError("empty validation text; raise --valid-fraction or pass --valid-data")
+
+    def _use_cache(self, cache: TokenCache) -> None:
+        self._cache = cache
+        self._ids_cache = {s: cache.stream(s) for s in ("train", "valid", "test")}
+        self.splits = {s: ids if ids.numel() else None for s, ids in self._ids_cache.items()}
         if self.splits["valid"] is None:
             raise DataError("empty validation text; raise --valid-fraction or pass --valid-data")
 
@@ -139,15 +158,21 @@ class GenerationTask(Task):
             self._pretrained_model = load_gpt2(a.pretrained)
             self.spec = _spec_of(self._pretrained_model)
             self.block_size = min(a.block_size, self.spec["config"]["max_len"])
+            if self.memmap:
+                self._use_cache(self._corpus.open(self.tokenizer, char_level=False))
         else:
             self._fit_tokenizer()
         TokenWindows(self._ids("train"), self.block_size)  # too little text: fail before the run starts
 
     def _fit_tokenizer(self) -> None:
         a = self.args
-        text = self.splits["train"]
-        self.tokenizer = train_tokenizer([text] if a.tokenizer == "char" else text.split("\n\n"), kind=a.tokenizer,
-                                         vocab_size=a.vocab_size, lowercase=a.lowercase)
+        if self.memmap:  # trained (or found) with the cache
+            self._use_cache(self._corpus.open(None, self.char_level))
+            self.tokenizer = self._cache.tokenizer
+        else:
+            text = self.splits["train"]
+            self.tokenizer = train_tokenizer([text] if a.tokenizer == "char" else text.split("\n\n"), kind=a.tokenizer,
+                                             vocab_size=a.vocab_size, lowercase=a.lowercase)
         cfg = TransformerConfig(d_model=a.d_model, n_heads=a.n_heads, n_layers=a.n_layers, d_ff=a.d_ff or 4 * a.d_model,
                                 dropout=a.dropout, activation="gelu", norm_first=True, max_len=a.block_size,
                                 positional="learned", bias=a.bias)
@@ -199,19 +224,18 @@ class GenerationTask(Task):
 
     # -- results ----------------------------------------------------------------------------------
     @torch.no_grad()
-    def _nll(self, model: nn.Module, ids: Tensor, max_tokens: int | None, batch_size: int = 32) -> tuple[float, int]:
-        """Mean next-token NLL over non-overlapping windows of ``block_size`` (each scored from its start)."""
+    def _nll(self, model: nn.Module, ids: Tensor | TokenStream, max_tokens: int | None,
+             batch_size: int = 32) -> tuple[float, int]:
+        """Mean next-token NLL over non-overlapping windows of ``block_size`` (each scored from its start);
+        windows are sliced batch by batch, so a memory-mapped stream is never read whole."""
         device = next(model.parameters()).device
-        if max_tokens:
-            ids = ids[: max_tokens + 1]
+        n = ids.numel() if not max_tokens else min(ids.numel(), max_tokens + 1)
         blk = self.block_size
-        n_full = (ids.numel() - 1) // blk
-        windows = [ids[i * blk : i * blk + blk + 1] for i in range(n_full)]
-        if ids.numel() - 1 - n_full * blk > 0:
-            windows.append(ids[n_full * blk :])
+        n_full = (n - 1) // blk
+        n_windows = n_full + int(n - 1 - n_full * blk > 0)  # the last one may be shorter
         total, count = 0.0, 0
-        for s in range(0, len(windows), batch_size):
-            group = windows[s : s + batch_size]
+        for s in range(0, n_windows, batch_size):
+            group = [ids[k * blk : min(k * blk + blk + 1, n)] for k in range(s, min(s + batch_size, n_windows))]
             for w in ([torch.stack(group)] if all(len(w) == len(group[0]) for w in group) else [g[None] for g in group]):
                 w = w.to(device)
                 logits = model(w[:, :-1]).float()
@@ -274,6 +298,10 @@ class GenerationTask(Task):
         return from_pretrained(str(path), **{k: v for k, v in options.items() if k in names})
 
     def describe_data(self) -> str:
+        if self.memmap:
+            chars = self._cache.meta.get("chars", {})
+            sizes = ", ".join(f"{k} {v.numel():,} tokens ({chars.get(k, 0):,} chars)" for k, v in self.splits.items() if v)
+            return f"generation on {self.data_name}: {sizes}; token cache {self._cache.folder}"
         sizes = ", ".join(f"{k} {len(v):,} chars" for k, v in self.splits.items() if v)
         return f"generation on {self.data_name}: {sizes}"
 

@@ -20,11 +20,13 @@ from torch import Tensor, nn
 from panformer.core import TransformerConfig, mask_tokens
 from panformer.core.data import bucket_batches
 from panformer.core.errors import ConfigError, DataError
+from panformer.core.token_cache import TokenCache, TokenCacheArguments, cache_root
 
 from .. import register
 from ..base import ListDataset, Task
+from .cache import LeaveOneOut, SequenceCache, cached_windows
 from .data import (Columns, ItemVocab, filter_interactions, leave_one_out, movielens_100k, read_interactions,
-                   sample_negatives)
+                   sample_negatives, window_ends)
 from .metrics import KS, RankingAccumulator, rank_counts, rank_counts_sampled
 from .models import MODELS, BERT4Rec, GRU4Rec, RecommenderEnsemble, SASRec, bert4rec_loss, sasrec_loss
 
@@ -32,7 +34,7 @@ __all__ = ["RecommendationTask", "RecommendationArguments", "SASRec", "BERT4Rec"
 
 
 @dataclass
-class RecommendationArguments:
+class RecommendationArguments(TokenCacheArguments):
     model: str = field(default="sasrec", metadata={"help": "sasrec (causal, next item) | bert4rec (masked items)"})
     arch: str = field(default="transformer", metadata={"help": "transformer | gru | lstm: gru (or lstm) replaces "
                                                                 "SASRec's causal encoder by a recurrence (GRU4Rec baseline)"})
@@ -100,12 +102,11 @@ class RecommendationTask(Task):
             raise ConfigError("recommendation splits --data by leave-one-out (last item test, second-to-last "
                               "validation); --valid-data / --test-data are not used")
         cols = Columns(a.user_column, a.item_column, a.time_column, a.rating_column, a.min_rating, a.id_type)
-        if a.data is None:
-            seqs = movielens_100k(a.min_rating)
-            self.data_name = "MovieLens-100K (built-in, from the RecBole wheel)"
-        else:
-            seqs = read_interactions(a.data, cols, "--data")
-            self.data_name = Path(a.data).name
+        self.data_name = "MovieLens-100K (built-in, from the RecBole wheel)" if a.data is None else Path(a.data).name
+        if self.memmap:  # grouped, filtered and encoded once into a memory-mapped cache
+            self._use_cache(SequenceCache(a, cols).open())
+            return
+        seqs = movielens_100k(a.min_rating) if a.data is None else read_interactions(a.data, cols, "--data")
         seqs, self.filter_stats = filter_interactions(seqs, a.min_user_interactions, a.min_item_interactions)
         if a.max_examples:
             seqs = dict(list(seqs.items())[: a.max_examples])
@@ -116,6 +117,22 @@ class RecommendationTask(Task):
         self.sequences = seqs
         self.splits = leave_one_out(seqs)
         self._neg_cache: dict[str, np.ndarray] = {}
+
+    @property
+    def memmap(self) -> bool:
+        """Train from a memory-mapped token cache (``--cache-dir`` / ``--streaming``) instead of in memory."""
+        return cache_root(self.args) is not None
+
+    def _use_cache(self, cache: TokenCache) -> None:
+        self._cache, self._seqs = cache, cache.ragged("sequences")
+        self.sequences = None  # histories come from the cache, already encoded
+        self.filter_stats = cache.meta["filter_stats"]
+        self.splits = {"train": LeaveOneOut(self._seqs, 3), "valid": LeaveOneOut(self._seqs, 2),
+                       "test": LeaveOneOut(self._seqs, 1)}
+        self._neg_cache = {}
+
+    def _encoded(self, history: list) -> list[int]:
+        return history if self.sequences is None else self.vocab.encode(history)
 
     def _check_args(self) -> None:
         a = self.args
@@ -141,7 +158,7 @@ class RecommendationTask(Task):
             raise ConfigError(f"--mask-prob must be in (0, 1), got {a.mask_prob}")
 
     def fit_assets(self) -> None:
-        self.vocab = ItemVocab.build(self.sequences)
+        self.vocab = ItemVocab(self._cache.meta["items"]) if self.memmap else ItemVocab.build(self.sequences)
 
     def save_assets(self, run_dir: Path) -> None:
         (run_dir / "items.json").write_text(json.dumps(self.vocab.items))
@@ -153,15 +170,14 @@ class RecommendationTask(Task):
         self.vocab = ItemVocab(json.loads(path.read_text()))
 
     def _windows(self, seq: list[int], length: int) -> list[list[int]]:
-        stride = self.args.window_stride
-        ends = [len(seq)]
-        while stride and ends[-1] - stride >= 2:
-            ends.append(ends[-1] - stride)
-        return [seq[max(0, e - length) : e] for e in ends]
+        return [seq[max(0, e - length) : e] for e in window_ends(len(seq), self.args.window_stride)]
 
-    def train_dataset(self) -> ListDataset:
+    def train_dataset(self):
         """Training sequences: every user's items except the validation and test ones (no leakage)."""
         length = self.args.max_len + (1 if self.args.model == "sasrec" else 0)
+        if self.memmap:
+            dataset, self._train_lengths = cached_windows(self._seqs, length, self.args.window_stride)
+            return dataset
         examples = []
         for _, history, _ in self.splits["valid"]:
             seq = self.vocab.encode(history)
@@ -276,6 +292,11 @@ class RecommendationTask(Task):
             rows = random.Random(a.seed).sample(rows, a.max_eval_users)
         hist, tgt, items = [], [], []
         for user, h, t in rows:
+            if self.sequences is None:  # the cache: ids already
+                hist.append(h)
+                tgt.append(t)
+                items.append(self._seqs[user].tolist())
+                continue
             if t not in self.vocab.index:
                 continue
             hist.append(self.vocab.encode(h))
@@ -334,7 +355,7 @@ class RecommendationTask(Task):
         split = "test" if self.splits.get("test") else "valid"
         counts = torch.zeros(self.vocab.num_items + 1)
         for _, history, _ in self.splits["valid"]:
-            for i in self.vocab.encode(history):
+            for i in self._encoded(history):
                 counts[i] += 1
         m = self.rank(lambda h, _: counts.expand(len(h), -1).clone(), split)
         m.update(model="most-popular", split=split)
@@ -372,10 +393,13 @@ class RecommendationTask(Task):
         return int(it) if it.lstrip("-").isdigit() else it
 
     def describe_data(self) -> str:
-        n = sum(len(s) for s in self.sequences.values())
+        if self.sequences is None:
+            n, users = int(self._seqs.lengths.sum()), len(self._seqs)
+        else:
+            n, users = sum(len(s) for s in self.sequences.values()), len(self.sequences)
         st = self.filter_stats
-        return (f"recommendation on {self.data_name}: {len(self.sequences):,} users, {self.vocab.num_items:,} items, "
-                f"{n:,} interactions (mean {n / len(self.sequences):.1f} per user); dropped by filters: "
+        return (f"recommendation on {self.data_name}: {users:,} users, {self.vocab.num_items:,} items, "
+                f"{n:,} interactions (mean {n / users:.1f} per user); dropped by filters: "
                 f"{st['users_dropped']:,} users, {st['items_dropped']:,} items, {st['interactions_dropped']:,} "
                 f"interactions; model {self.args.model}"
                 + (f" ({self.args.arch})" if getattr(self.args, "arch", "transformer") != "transformer" else ""))

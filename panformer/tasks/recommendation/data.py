@@ -20,7 +20,7 @@ from panformer.core.errors import ConfigError, DataError
 __all__ = [
     "USER_COLUMNS", "ITEM_COLUMNS", "TIME_COLUMNS", "Columns", "read_interactions", "read_sasrec_txt",
     "read_atomic_inter", "read_table", "filter_interactions", "leave_one_out", "ItemVocab",
-    "sample_negatives", "movielens_100k", "markov_sequences",
+    "sample_negatives", "movielens_100k", "markov_sequences", "window_ends",
 ]
 
 USER_COLUMNS = ("user_id", "user", "userId", "uid", "customer_id", "session_id")
@@ -47,19 +47,26 @@ def read_sasrec_txt(path: str | Path, what: str = "--data") -> dict[str, list[st
     seqs: dict[str, list[str]] = {}
     lines = read_lines(path, what)
     for n, line in enumerate(lines, 1):
-        parts = line.split()
-        if not parts:
-            continue
-        if len(parts) != 2:
-            raise DataError(f"{what} {path}: line {n}: expected 'user item' (two integers), got {line.strip()[:60]!r}")
-        for name, tok in zip(("user", "item"), parts):
-            if not _INT_RE.match(tok):
-                raise DataError(f"{what} {path}: line {n}: {name} id {tok!r} is not an integer "
-                                f"(SASRec .txt files hold integer ids; use a CSV with --id-type token for string ids)")
-        seqs.setdefault(str(int(parts[0])), []).append(str(int(parts[1])))
+        pair = sasrec_pair(line, n, path, what)
+        if pair is not None:
+            seqs.setdefault(pair[0], []).append(pair[1])
     if not seqs:
         raise DataError(f"{what} {path}: no interactions (the file is empty)")
     return seqs
+
+
+def sasrec_pair(line: str, n: int, path: str | Path, what: str) -> tuple[str, str] | None:
+    """(user, item) of SASRec line ``n`` as canonical integer strings; None for a blank line."""
+    parts = line.split()
+    if not parts:
+        return None
+    if len(parts) != 2:
+        raise DataError(f"{what} {path}: line {n}: expected 'user item' (two integers), got {line.strip()[:60]!r}")
+    for name, tok in zip(("user", "item"), parts):
+        if not _INT_RE.match(tok):
+            raise DataError(f"{what} {path}: line {n}: {name} id {tok!r} is not an integer "
+                            f"(SASRec .txt files hold integer ids; use a CSV with --id-type token for string ids)")
+    return str(int(parts[0])), str(int(parts[1]))
 
 
 def read_atomic_inter(path: str | Path, columns: Columns, what: str = "--data") -> dict[str, list[str]]:
@@ -125,64 +132,86 @@ def _pick(have: Sequence[str], given: str | None, candidates: Sequence[str], opt
     return found
 
 
-def _ids(values: Sequence[Any], col: str, id_type: str, source: str, what: str) -> list[str]:
-    """Raw ids as canonical strings; integer-looking columns must be integers throughout."""
-    out: list[str] = []
+def _clean_ids(values: Sequence[Any], col: str, source: str, what: str, offset: int = 0) -> tuple[list[Any], list[bool]]:
+    """Stripped ids (an empty one is an error naming its row, ``offset`` rows after the first) and whether each
+    looks like an integer."""
+    out: list[Any] = []
     for i, v in enumerate(values):
         if v is None or (isinstance(v, float) and math.isnan(v)) or (isinstance(v, str) and not v.strip()):
-            raise DataError(f"{what} {source}: row {i + 1}: column {col!r} is empty")
+            raise DataError(f"{what} {source}: row {offset + i + 1}: column {col!r} is empty")
         out.append(v.strip() if isinstance(v, str) else v)
     is_int = [isinstance(v, (int, np.integer)) or (isinstance(v, float) and v.is_integer())
               or (isinstance(v, str) and bool(_INT_RE.match(v))) for v in out]
+    return out, is_int
+
+
+def _ids(values: Sequence[Any], col: str, id_type: str, source: str, what: str, offset: int = 0) -> list[str]:
+    """Raw ids as canonical strings; integer-looking columns must be integers throughout."""
+    out, is_int = _clean_ids(values, col, source, what, offset)
     mode = id_type
     if mode == "auto":  # integer ids when at least 90 % look like integers; then all must be
         mode = "int" if sum(is_int) >= 0.9 * len(out) else "token"
     if mode == "int":
         bad = next((i for i, ok in enumerate(is_int) if not ok), None)
         if bad is not None:
-            raise DataError(f"{what} {source}: row {bad + 1}: column {col!r} holds {out[bad]!r}, not an integer id "
-                            f"like the other rows; fix the row or pass --id-type token to treat ids as strings")
+            raise DataError(f"{what} {source}: row {offset + bad + 1}: column {col!r} holds {out[bad]!r}, not an integer "
+                            f"id like the other rows; fix the row or pass --id-type token to treat ids as strings")
         return [str(int(float(v)) if isinstance(v, float) else int(v)) for v in out]
     if mode != "token":
         raise ConfigError(f"--id-type must be auto, int or token, got {id_type!r}")
     return [str(v) for v in out]
 
 
-def _times(values: Sequence[Any], col: str, source: str, what: str) -> np.ndarray:
+def _times(values: Sequence[Any], col: str, source: str, what: str, offset: int = 0,
+           numeric: bool | None = None) -> np.ndarray:
+    """Times as float64: numbers, or date-times as nanoseconds (``numeric``: decided by all the values, or
+    given when they come in chunks)."""
     import pandas as pd
 
     s = pd.Series(list(values))
     num = pd.to_numeric(s, errors="coerce")
-    if num.notna().all():
+    if numeric if numeric is not None else num.notna().all():
         return num.to_numpy(dtype=np.float64)
     parsed = pd.to_datetime(s, errors="coerce", utc=True)
     bad = parsed.isna() & num.isna()
     if bad.any():
         i = int(np.flatnonzero(bad.to_numpy())[0])
-        raise DataError(f"{what} {source}: row {i + 1}: column {col!r} holds {values[i]!r}; expected a number "
+        raise DataError(f"{what} {source}: row {offset + i + 1}: column {col!r} holds {values[i]!r}; expected a number "
                         f"(e.g. a Unix timestamp) or a date-time string")
     return parsed.astype("int64").to_numpy(dtype=np.float64)
 
 
-def _frame_to_sequences(df, cols: Columns, source: str, what: str) -> dict[str, list[str]]:
+def _columns(df, cols: Columns, source: str, what: str) -> tuple[str, str, str, str | None]:
+    """(user, item, time, rating or None) column names of a frame."""
     have = [str(c) for c in df.columns]
     ucol = _pick(have, cols.user, USER_COLUMNS, "--user-column", source, what)
     icol = _pick(have, cols.item, ITEM_COLUMNS, "--item-column", source, what)
     tcol = _pick(have, cols.time, TIME_COLUMNS, "--time-column", source, what)
+    rcol = _pick(have, cols.rating, (), "--rating-column", source, what) if cols.min_rating is not None else None
+    return ucol, icol, tcol, rcol
+
+
+def _rated(df, rcol: str | None, min_rating: float | None, source: str, what: str, offset: int = 0):
+    """The rows rated at least ``min_rating`` (all rows without one); a rating that is no number is an error."""
+    if rcol is None:
+        return df
+    import pandas as pd
+
+    r = pd.to_numeric(df[rcol], errors="coerce")
+    if r.isna().any():
+        i = int(np.flatnonzero(r.isna().to_numpy())[0])
+        raise DataError(f"{what} {source}: row {offset + i + 1}: column {rcol!r} holds {df[rcol].iloc[i]!r}, not a "
+                        f"number (needed by --min-rating)")
+    return df[(r >= min_rating).to_numpy()]
+
+
+def _frame_to_sequences(df, cols: Columns, source: str, what: str) -> dict[str, list[str]]:
+    ucol, icol, tcol, rcol = _columns(df, cols, source, what)
     if len(df) == 0:
         raise DataError(f"{what} {source}: no rows")
-    if cols.min_rating is not None:
-        rcol = _pick(have, cols.rating, (), "--rating-column", source, what)
-        import pandas as pd
-
-        r = pd.to_numeric(df[rcol], errors="coerce")
-        if r.isna().any():
-            i = int(np.flatnonzero(r.isna().to_numpy())[0])
-            raise DataError(f"{what} {source}: row {i + 1}: column {rcol!r} holds {df[rcol].iloc[i]!r}, not a number "
-                            f"(needed by --min-rating)")
-        df = df[(r >= cols.min_rating).to_numpy()]
-        if len(df) == 0:
-            raise DataError(f"{what} {source}: no interaction has {rcol} >= {cols.min_rating} (--min-rating)")
+    df = _rated(df, rcol, cols.min_rating, source, what)
+    if len(df) == 0:
+        raise DataError(f"{what} {source}: no interaction has {rcol} >= {cols.min_rating} (--min-rating)")
     users = _ids(df[ucol].tolist(), ucol, cols.id_type, source, what)
     items = _ids(df[icol].tolist(), icol, cols.id_type, source, what)
     times = _times(df[tcol].tolist(), tcol, source, what)
@@ -230,6 +259,15 @@ def leave_one_out(seqs: dict[str, list[str]]) -> dict[str, list[tuple[str, list[
     return out
 
 
+def window_ends(n: int, stride: int | None) -> list[int]:
+    """Where the training windows of a history of ``n`` items end: the latest item, then every ``stride``
+    items back while two or more remain (``--window-stride``; None: the latest window only)."""
+    ends = [n]
+    while stride and ends[-1] - stride >= 2:
+        ends.append(ends[-1] - stride)
+    return ends
+
+
 class ItemVocab:
     """Raw item ids ↔ indices ``1..N``; 0 is padding and ``N + 1`` the mask token (BERT4Rec)."""
 
@@ -239,7 +277,11 @@ class ItemVocab:
 
     @classmethod
     def build(cls, seqs: dict[str, list[str]]) -> "ItemVocab":
-        seen = {it for s in seqs.values() for it in s}
+        return cls.of({it for s in seqs.values() for it in s})
+
+    @classmethod
+    def of(cls, seen: set[str]) -> "ItemVocab":
+        """The vocabulary of these items: sorted as integers when they all are, else as strings."""
         numeric = all(_INT_RE.match(it) for it in seen)
         return cls(sorted(seen, key=(lambda x: int(x)) if numeric else None))
 

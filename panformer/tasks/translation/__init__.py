@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -24,11 +25,14 @@ from panformer.core import Seq2SeqTransformer, TransformerConfig
 from panformer.core.checkpoint import atomic_write_text, save_weights
 from panformer.core.data import assemble_splits, bucket_batches
 from panformer.core.errors import ConfigError, DataError
+from panformer.core.rows import ListRows
+from panformer.core.token_cache import TokenCacheArguments, cache_root
 from panformer.core.tokenizer import TextTokenizer, train_tokenizer
 
 from .. import register
 from ..base import ListDataset, Task, split_flag
-from .data import number_expression_pairs, read_parallel_files, read_source
+from .cache import TranslationCache
+from .data import ParallelLines, number_expression_pairs, parallel_rows, read_parallel_files, read_source
 from .decode import average_state_dicts, cross_attention_png, pad_batch, sequence_log_probs, translate_ids
 
 __all__ = ["TranslationTask", "TranslationArguments", "translate_ids", "sequence_log_probs", "average_state_dicts",
@@ -40,7 +44,7 @@ MODEL_FIELDS = ("tokenizer", "vocab_size", "shared_vocab", "lowercase", "max_len
 
 
 @dataclass
-class TranslationArguments:
+class TranslationArguments(TokenCacheArguments):
     source_file: str | None = field(default=None, metadata={"help": "training source sentences, one per line (.gz accepted)"})
     target_file: str | None = field(default=None, metadata={"help": "training target sentences, line-aligned with --source-file"})
     valid_source_file: str | None = field(default=None, metadata={"help": "validation source sentences (with --valid-target-file)"})
@@ -99,34 +103,55 @@ class TranslationTask(Task):
                      "test": ("test_data", "test_source_file", "test_target_file")}
 
     # -- data -------------------------------------------------------------------------------------
-    def _files(self, prefix: str) -> tuple[list[str], list[str]] | None:
+    def _file_pair(self, prefix: str) -> tuple[str, str, str] | None:
+        """(source file, target file, their flags) of ``--{prefix}source-file`` / ``--{prefix}target-file``."""
         a = self.args
         s, t = getattr(a, f"{prefix}source_file"), getattr(a, f"{prefix}target_file")
+        flag = "--" + prefix.replace("_", "-")
         if (s is None) != (t is None):
             given, missing = ("source", "target") if s else ("target", "source")
-            flag = "--" + prefix.replace("_", "-")
             raise DataError(f"{flag}{given}-file needs {flag}{missing}-file (line-aligned parallel files)")
-        return read_parallel_files(s, t, f"{'--' + prefix.replace('_', '-')}source-file/"
-                                         f"{'--' + prefix.replace('_', '-')}target-file") if s else None
+        return (s, t, f"{flag}source-file/{flag}target-file") if s else None
+
+    def _files(self, prefix: str) -> tuple[list[str], list[str]] | None:
+        pair = self._file_pair(prefix)
+        return read_parallel_files(*pair) if pair else None
+
+    @property
+    def memmap(self) -> bool:
+        """Train from a memory-mapped token cache (``--cache-dir`` / ``--streaming``) instead of in memory."""
+        return cache_root(self.args) is not None
+
+    def _train_pairs(self, cached: bool):
+        """The training pairs: in memory ``(sources, targets)``; ``cached``: rows read in batches
+        (:class:`.data.ParallelLines`, :class:`.data.ParallelTable`, :class:`core.rows.ListRows`)."""
+        a = self.args
+        pair = self._file_pair("")
+        if pair is not None and a.data:
+            raise ConfigError("give either --data or --source-file/--target-file, not both")
+        if pair is not None:
+            self.data_name = Path(a.source_file).name
+            return ParallelLines(*pair) if cached else read_parallel_files(*pair)
+        if a.data:
+            self.data_name = Path(a.data).name
+            return parallel_rows(a.data, "--data", a) if cached else read_source(a.data, "--data", a)
+        self.data_name = f"num2words {a.source_lang}→{a.target_lang} number and date expressions"
+        src, tgt = number_expression_pairs(a.builtin_size, seed=0, source_lang=a.source_lang, target_lang=a.target_lang)
+        return ListRows({"source": src, "target": tgt}) if cached else (src, tgt)
 
     def load_data(self) -> None:
         a = self.args
         if a.tie_embeddings and not a.shared_vocab:
             raise ConfigError("--tie-embeddings needs --shared-vocab true (one vocabulary); or pass --tie-embeddings false")
-        train = self._files("")
-        if train is not None and a.data:
-            raise ConfigError("give either --data or --source-file/--target-file, not both")
-        if train is not None:
-            self.data_name = Path(a.source_file).name
-        elif a.data:
-            train = read_source(a.data, "--data", a)
-            self.data_name = Path(a.data).name
-        else:
-            train = number_expression_pairs(a.builtin_size, seed=0, source_lang=a.source_lang, target_lang=a.target_lang)
-            self.data_name = f"num2words {a.source_lang}→{a.target_lang} number and date expressions"
+        train = self._train_pairs(cached=self.memmap)
+        valid, test = self.read_split(a.valid_data, "valid"), self.read_split(a.test_data, "test")
+        if self.memmap:
+            self._table = TranslationCache(a, train, valid, test)
+            if self.__dict__.get("src_tok") is not None:  # evaluate: the run's tokenizers are loaded
+                self._use_cache(self._table.open(self.src_tok, self.tgt_tok))
+            return
         self.splits = assemble_splits(
-            len(train[0]), lambda ids: ([train[0][i] for i in ids], [train[1][i] for i in ids]),
-            valid=self.read_split(a.valid_data, "valid"), test=self.read_split(a.test_data, "test"),
+            len(train[0]), lambda ids: ([train[0][i] for i in ids], [train[1][i] for i in ids]), valid=valid, test=test,
             valid_fraction=a.valid_fraction, test_fraction=a.test_fraction, seed=a.seed,
             max_examples=a.max_examples, size=lambda part: len(part[0]), valid_hint="--valid-data / --valid-source-file")
 
@@ -139,6 +164,13 @@ class TranslationTask(Task):
 
     def fit_assets(self) -> None:
         a = self.args
+        if self.memmap:  # trained (or found) with the cache
+            caches = self._table.open(None, None)
+            self.src_tok, self.tgt_tok = caches[0].tokenizer, caches[1].tokenizer
+            if a.shared_vocab:
+                self.tgt_tok = self.src_tok
+            self._use_cache(caches)
+            return
         src, tgt = self.splits["train"]
         kw = dict(kind=a.tokenizer, vocab_size=a.vocab_size, lowercase=a.lowercase)
         if a.shared_vocab:
@@ -160,6 +192,17 @@ class TranslationTask(Task):
             self.src_tok = TextTokenizer.load(run_dir / "source_tokenizer.json")
             self.tgt_tok = TextTokenizer.load(run_dir / "target_tokenizer.json")
 
+    def _use_cache(self, caches) -> None:
+        src_tok, tgt_tok, max_len = self.src_tok, self.tgt_tok, self.args.max_len
+
+        def make(src, tgt) -> tuple[list[int], list[int]]:
+            s = src_tok.wrap(src, add_eos=True, max_len=max_len)
+            return (s if len(s) > 1 else [src_tok.unk_id, src_tok.eos_id]), tgt_tok.wrap(tgt, True, True, max_len)
+
+        self.splits, self._train_lengths = self._table.splits(caches, make, lambda s, t: np.maximum(
+            np.maximum(src_tok.wrapped_lengths(s, add_eos=True, max_len=max_len), 2),
+            tgt_tok.wrapped_lengths(t, True, True, max_len)))
+
     def _encode_src(self, texts: list[str]) -> list[list[int]]:
         ids = self.src_tok.encode_batch(texts, add_eos=True, max_len=self.args.max_len)
         return [x if len(x) > 1 else [self.src_tok.unk_id, self.src_tok.eos_id] for x in ids]
@@ -169,14 +212,17 @@ class TranslationTask(Task):
         tgt_ids = self.tgt_tok.encode_batch(tgt, add_bos=True, add_eos=True, max_len=self.args.max_len)
         return list(zip(self._encode_src(src), tgt_ids))
 
-    def train_dataset(self) -> ListDataset:
-        self._train = self._encode("train")
+    def train_dataset(self):
         self._snapshots: deque[dict[str, Tensor]] = deque(maxlen=max(self.args.average_last, 1))
         self._collect = self.args.average_last > 1
+        if self.memmap:
+            return self.splits["train"]
+        self._train = self._encode("train")
+        self._train_lengths = [max(len(s), len(t)) for s, t in self._train]
         return ListDataset(self._train)
 
     def batch_sampler_fn(self):
-        lengths = [max(len(s), len(t)) for s, t in self._train]
+        lengths = self._train_lengths
         bs, mt = self.args.batch_size, self.args.max_tokens
         return lambda epoch, seed: bucket_batches(lengths, bs, seed, epoch, max_tokens=mt)
 
@@ -301,6 +347,7 @@ class TranslationTask(Task):
         return self.tgt_tok.decode_batch(hyps)
 
     def describe_data(self) -> str:
-        sizes = ", ".join(f"{k} {len(v[0]):,}" for k, v in self.splits.items() if v is not None)
+        sizes = ", ".join(f"{k} {len(v if k == 'train' and self.memmap else v[0]):,}" for k, v in self.splits.items()
+                          if v is not None)
         return f"translation on {self.data_name}: {sizes} pairs"
 

@@ -4,13 +4,17 @@ Hugging Face datasets. Every reader returns ``(sources, targets)`` lists of non-
 from __future__ import annotations
 
 import random
+from itertools import zip_longest
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator, Sequence
 
 from panformer.core.data import is_saved_dataset, load_table, read_lines, require_columns
 from panformer.core.errors import DataError
+from panformer.core.rows import BATCH_ROWS, RowSource, take_by_pass
+from panformer.core.text_stream import iter_lines
 
-__all__ = ["number_expression_pairs", "read_parallel_files", "read_parallel_table", "resolve_prefix", "read_source"]
+__all__ = ["number_expression_pairs", "read_parallel_files", "read_parallel_table", "resolve_prefix", "read_source",
+           "ParallelLines", "ParallelTable", "parallel_rows", "check_pair"]
 
 Pairs = tuple[list[str], list[str]]
 
@@ -113,11 +117,15 @@ def _check_pairs(src: list[str], tgt: list[str], src_name: str, tgt_name: str, u
         raise DataError(f"{src_name} has {len(src):,} {unit}s but {tgt_name} has {len(tgt):,}; "
                         f"source and target must be aligned one sentence per {unit}")
     for i, (s, t) in enumerate(zip(src, tgt)):
-        for text, name in ((s, src_name), (t, tgt_name)):
-            if not isinstance(text, str) or not text.strip():
-                raise DataError(f"{name}: {unit} {i + 1} is empty or not text ({text!r}); every {unit} needs a "
-                                f"sentence (remove the pair from both sides)")
+        check_pair(i + 1, s, t, src_name, tgt_name, unit)
     return list(src), list(tgt)
+
+
+def check_pair(row: int, s: Any, t: Any, src_name: str, tgt_name: str, unit: str) -> None:
+    for text, name in ((s, src_name), (t, tgt_name)):
+        if not isinstance(text, str) or not text.strip():
+            raise DataError(f"{name}: {unit} {row} is empty or not text ({text!r}); every {unit} needs a "
+                            f"sentence (remove the pair from both sides)")
 
 
 def read_parallel_files(source_file: str, target_file: str, what: str = "--source-file/--target-file") -> Pairs:
@@ -139,15 +147,10 @@ def read_parallel_table(source: str, what: str, source_column: str | None, targe
     default to the first present of (language code, ``source``/``target``, ``src``/``tgt``)."""
     ds = load_table(source, what, split=split)
     cols = ds.column_names
-    source_column = source_column or next((c for c in (source_lang, "source", "src") if c in cols), source_lang)
-    target_column = target_column or next((c for c in (target_lang, "target", "tgt") if c in cols), target_lang)
-    if source_column not in cols and target_column not in cols and "translation" in cols:
+    source_column, target_column, nested = _pair_columns(cols, source_column, target_column, source_lang, target_lang)
+    if nested:
         rows = ds["translation"]
-        for i, r in enumerate(rows[:1]):
-            if not isinstance(r, dict) or source_lang not in r or target_lang not in r:
-                raise DataError(f"{what} {source}: row {i + 1}: column 'translation' has no {source_lang!r}/"
-                                f"{target_lang!r} keys ({sorted(r) if isinstance(r, dict) else type(r).__name__}); "
-                                f"set --source-lang/--target-lang")
+        _check_translation_row(rows[0] if len(rows) else None, source, what, source_lang, target_lang)
         src = [r.get(source_lang) if isinstance(r, dict) else None for r in rows]
         tgt = [r.get(target_lang) if isinstance(r, dict) else None for r in rows]
     else:
@@ -155,6 +158,99 @@ def read_parallel_table(source: str, what: str, source_column: str | None, targe
         src, tgt = ds[source_column], ds[target_column]
     return _check_pairs(list(src), list(tgt), f"{what} {source} column {source_column!r}",
                         f"{what} {source} column {target_column!r}", "row")
+
+
+def _pair_columns(cols: Sequence[str], source_column: str | None, target_column: str | None, source_lang: str,
+                  target_lang: str) -> tuple[str, str, bool]:
+    """(source column, target column, whether they are instead the ``{lang: text}`` dicts of a ``translation``
+    column)."""
+    source_column = source_column or next((c for c in (source_lang, "source", "src") if c in cols), source_lang)
+    target_column = target_column or next((c for c in (target_lang, "target", "tgt") if c in cols), target_lang)
+    nested = source_column not in cols and target_column not in cols and "translation" in cols
+    return source_column, target_column, nested
+
+
+def _check_translation_row(r: Any, source: str, what: str, source_lang: str, target_lang: str) -> None:
+    if r is not None and (not isinstance(r, dict) or source_lang not in r or target_lang not in r):
+        raise DataError(f"{what} {source}: row 1: column 'translation' has no {source_lang!r}/"
+                        f"{target_lang!r} keys ({sorted(r) if isinstance(r, dict) else type(r).__name__}); "
+                        f"set --source-lang/--target-lang")
+
+
+class ParallelLines:
+    """Two line-aligned text files as rows ``{"source", "target"}`` read in batches, never whole
+    (:class:`core.rows.RowSource`'s interface; ``num_rows`` is None: a pass counts them). The checks of
+    :func:`read_parallel_files`: one trailing blank line tolerated, aligned lengths."""
+
+    streaming, num_rows, column_names = True, None, ["source", "target"]
+
+    def __init__(self, source_file: str, target_file: str, what: str = "--source-file/--target-file") -> None:
+        so, to = what.split("/") if "/" in what else (what, what)
+        self.files, self.whats = (source_file, target_file), (so, to)
+        self.names = (f"{so} {source_file}", f"{to} {target_file}")
+        self.source, self.what = source_file, so
+        for f, w in zip(self.files, self.whats):
+            if not Path(f).is_file():
+                raise DataError(f"{w}: file not found: {f}")
+
+    def batches(self, columns: Sequence[str] = ("source", "target"), batch_size: int = BATCH_ROWS) -> Iterator[dict[str, list]]:
+        src, tgt = (iter_lines(f, w) for f, w in zip(self.files, self.whats))
+        batch: dict[str, list] = {"source": [], "target": []}
+        n = 0
+        for s, t in zip_longest(src, tgt):
+            if s is None or t is None:  # one file ended: the other may only hold one trailing blank line
+                rest = 1 + sum(1 for _ in (tgt if s is None else src))
+                if rest > 1 or (s if t is None else t) != "":
+                    ns, nt = (n + rest, n) if t is None else (n, n + rest)
+                    raise DataError(f"{self.names[0]} has {ns:,} lines but {self.names[1]} has {nt:,}; source and "
+                                    f"target must be aligned one sentence per line")
+                break
+            batch["source"].append(s)
+            batch["target"].append(t)
+            n += 1
+            if n % batch_size == 0:
+                yield {c: batch[c] for c in columns}
+                batch = {"source": [], "target": []}
+        if batch["source"]:
+            yield {c: batch[c] for c in columns}
+
+    def take(self, indices: Sequence[int], columns: Sequence[str]) -> dict[str, list]:
+        return take_by_pass(self.batches(columns), indices, columns)
+
+
+class ParallelTable:
+    """A table or hub dataset with source and target columns (or a ``translation`` column) as rows
+    ``{"source", "target"}``, read in batches through :class:`core.rows.RowSource`."""
+
+    column_names = ["source", "target"]
+
+    def __init__(self, source: str, what: str, a: Any) -> None:
+        self.rows = RowSource(source, what, streaming=a.streaming)
+        self.source, self.what, self.langs = source, what, (a.source_lang, a.target_lang)
+        sc, tc, self.nested = _pair_columns(self.rows.column_names, a.source_column, a.target_column, *self.langs)
+        if self.nested:
+            first = next(self.rows.batches(["translation"], 1), {"translation": [None]})["translation"][0]
+            _check_translation_row(first, source, what, *self.langs)
+        else:
+            self.rows.require({sc: "--source-column", tc: "--target-column"})
+        self.cols = (sc, tc)
+        self.names = (f"{what} {source} column {sc!r}", f"{what} {source} column {tc!r}")
+        self.streaming, self.num_rows = self.rows.streaming, self.rows.num_rows
+
+    def _pairs(self, batch: dict[str, list]) -> dict[str, list]:
+        if self.nested:
+            rows = batch["translation"]
+            return {"source": [r.get(self.langs[0]) if isinstance(r, dict) else None for r in rows],
+                    "target": [r.get(self.langs[1]) if isinstance(r, dict) else None for r in rows]}
+        return {"source": batch[self.cols[0]], "target": batch[self.cols[1]]}
+
+    def batches(self, columns: Sequence[str] = ("source", "target"), batch_size: int = BATCH_ROWS) -> Iterator[dict[str, list]]:
+        cols = ["translation"] if self.nested else list(self.cols)
+        for batch in self.rows.batches(cols, batch_size):
+            yield self._pairs(batch)
+
+    def take(self, indices: Sequence[int], columns: Sequence[str]) -> dict[str, list]:
+        return self._pairs(self.rows.take(indices, ["translation"] if self.nested else list(self.cols)))
 
 
 def resolve_prefix(prefix: str, source_lang: str, target_lang: str) -> tuple[Path, Path] | None:
@@ -179,3 +275,13 @@ def read_source(source: str, what: str, a: Any) -> Pairs:
                         f"PREFIX.{a.target_lang} (or .gz) exist, a .csv/.tsv/.jsonl/.parquet table or a dataset "
                         f"NAME[:CONFIG][:SPLIT]")
     return read_parallel_table(source, what, a.source_column, a.target_column, a.source_lang, a.target_lang)
+
+
+def parallel_rows(source: str, what: str, a: Any) -> ParallelLines | ParallelTable:
+    """:func:`read_source` without reading: ``--data`` as rows ``{"source", "target"}`` read in batches."""
+    pair = resolve_prefix(source, a.source_lang, a.target_lang)
+    if pair is not None:
+        return ParallelLines(str(pair[0]), str(pair[1]), f"{what} (source)/{what} (target)")
+    if Path(source).is_dir() and not is_saved_dataset(source):
+        read_source(source, what, a)  # raises the folder error
+    return ParallelTable(source, what, a)
