@@ -123,7 +123,8 @@ class SentimentTask(Task):
     defaults = dict(epochs=10, batch_size=64, lr=5e-4, schedule="cosine", warmup_steps=200, weight_decay=0.05,
                     metric_for_best="accuracy", label_smoothing=0.0)
     quick = dict(max_time_minutes=0.5, schedule_clock="time", max_steps=100_000, d_model=64, n_heads=4, n_layers=1,
-                 d_ff=128, vocab_size=2000, batch_size=32, lr=2e-3, warmup_steps=30, eval_every=300)
+                 d_ff=128, vocab_size=8000, dropout=0.2, batch_size=32, lr=2e-3, warmup_steps=30,
+                 eval_every=300)  # 900 steps: 76.7 % (2,000 word pieces: 73.4 %)
     predict_help = "TEXT... sentences to classify"
     baselines = {"lstm": {"arch": "lstm"}, "gru": {"arch": "gru"}}
 

@@ -85,7 +85,7 @@ class DetectionTask(Task):
     model_fields = tuple(f.name for f in fields(DetectionArguments) if f.name not in PREDICT_FIELDS)
     defaults = dict(epochs=60, batch_size=32, lr=5e-4, weight_decay=1e-4, schedule="cosine", warmup_steps=200,
                     grad_clip=0.1, metric_for_best="map", adam_beta2=0.999, adam_eps=1e-8)
-    quick = dict(max_time_minutes=1.0, schedule_clock="time", max_steps=100_000, builtin_scenes=2000, max_digits=2,
+    quick = dict(max_time_minutes=1.2, schedule_clock="time", max_steps=100_000, builtin_scenes=2000, max_digits=2,
                  d_model=64, n_heads=4, n_encoder_layers=1,
                  n_decoder_layers=2, d_ff=128, num_queries=6, small_channels=[16, 32, 64], batch_size=16,
                  warmup_steps=10, eval_every=400, num_draw=2, lr=1e-3)

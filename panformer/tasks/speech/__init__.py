@@ -52,7 +52,7 @@ class SpeechTask(Task):
     # --quick: tiny model, no SpecAugment / dropout, one intra-op thread (a d_model-96 model's matmuls
     # are too small to split across threads; on a busy CPU spinning OpenMP workers cost 10x)
     # 1,000 espeak utterances (5 s to synthesise): 800 steps reach WER 0.34 (400 utterances: 0.44)
-    quick = dict(max_time_minutes=0.6, schedule_clock="time", max_steps=100_000, builtin_size=1000, builtin_kind="digits",
+    quick = dict(max_time_minutes=0.7, schedule_clock="time", max_steps=100_000, builtin_size=1000, builtin_kind="digits",
                  d_model=96, n_heads=4, n_layers=2, d_ff=384, n_mels=40, conv_channels=32, batch_size=16, lr=3e-3,
                  warmup_steps=20, eval_every=400,
                  log_every=25, spec_freq_masks=0, spec_time_masks=0, dropout=0.0, threads=1)
