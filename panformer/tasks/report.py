@@ -88,6 +88,8 @@ def _task_verdict(task: str, rows: list[dict[str, Any]], notes: dict[str, str], 
     best = min(others, key=lambda r: r["metrics"][name] * (1 if lower else -1))
     bv = best["metrics"][name]
     who = f"{best['model']} ({KIND_LABEL.get(best['kind'], best['kind'])})"
+    if fmt_metric(tv) == fmt_metric(bv):  # equal as far as the table shows them
+        return f"{task}: the Transformer ties with {who} on {name}, {fmt_metric(tv)} each."
     if (tv <= bv) if lower else (tv >= bv):
         n = len(others)
         return (f"{task}: the Transformer wins on {name}, {fmt_metric(tv)} against {fmt_metric(bv)} for the best of "
@@ -119,9 +121,11 @@ def summarize(results: dict[str, Any], notes: dict[str, str] | None = None) -> d
              f"{f', {jobs} at a time' if jobs > 1 else ''}.")
     judged = [t for t in tasks if any(r["kind"] != "transformer" for r in by_task[t])]
     won = [t for t in judged if " the Transformer wins " in lines.get(t, "")]
+    tied = [t for t in judged if " the Transformer ties " in lines.get(t, "")]
     if judged:
-        intro += f" The Transformer won {len(won)} of the {len(judged)} tasks that have a baseline"
-        lost = [t for t in judged if t not in won]
+        intro += (f" The Transformer won {len(won)}" + (f" and tied {len(tied)}" if tied else "")
+                  + f" of the {len(judged)} tasks that have a baseline")
+        lost = [t for t in judged if t not in won and t not in tied]
         intro += f"; {', '.join(lost)} went to a baseline." if lost else "."
     return {"intro": intro, "tasks": lines}
 
