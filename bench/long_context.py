@@ -17,9 +17,9 @@ Each (model, precision, length) runs in a fresh process whose peak resident memo
 projected peak (the previous length's growth x 4) exceeds ``--max-gib`` or the memory available is
 skipped and reported as such.
 
-``crossover``: bf16 and fp32 training steps at T = 64..1024 with 8,192 tokens per batch, the explicit
-and the fused kernel forced in turns in one process (median of the per-pair ratios: the VM's drift hits
-both), the evidence for ``BF16_EXPLICIT_MAX_KEYS``.
+``crossover``: bf16 and fp32 training steps at T = 64..1024 with 4,096 tokens per batch (core_speed's
+32 x 128 at T = 128), the explicit and the fused kernel forced in turns in one process (median of the
+per-pair ratios: the VM's drift hits both), the evidence for ``BF16_EXPLICIT_MAX_KEYS``.
 
 ``decode``: a 4-layer d 256 decoder-only LM (vocabulary 256) with the KV cache, prompt of L - 32 tokens,
 then 32 greedy steps timed, at L = 1k..8k; the growing cache against the concatenating one used before
@@ -147,7 +147,7 @@ def run_train(lengths, precisions, models, repeats, max_gib) -> list[dict]:
     return rows
 
 
-def run_crossover(lengths, repeats, tokens: int = 8192) -> list[dict]:
+def run_crossover(lengths, repeats, tokens: int = 4096) -> list[dict]:
     """Explicit vs fused kernel in turns, same model weights, training steps of ``tokens`` tokens."""
     from core_speed import train_step_fn
 

@@ -140,33 +140,15 @@ def test_torchrun_two_processes_match_one(tmp_path, cli, ddp_run):
     assert "exitcode  : 2" in res.stderr and not (tmp_path / "never").exists()
 
 
-# Ctrl-C between two steps on every rank (a terminal signals the whole process group), at a step that is
-# neither a log row (every 4) nor an evaluation / checkpoint (every 8): the checkpoint is the one the
-# interrupt writes, and the logging window holds two steps of it
-_INTERRUPT_AT = """
-import sys
-from panformer.core.trainer import Trainer
-from panformer.tasks.cli import main
-stop_at = int(sys.argv.pop(1))
-after_step = Trainer._after_step
-def interrupting(self, lr, end_of_epoch):
-    after_step(self, lr, end_of_epoch)
-    if self.state.step == stop_at:
-        raise KeyboardInterrupt
-Trainer._after_step = interrupting
-sys.exit(main(sys.argv[1:]))
-"""
-
-
+# interrupted at a step that is neither a log row (every 4) nor an evaluation / checkpoint (every 8): the
+# checkpoint is the one the interrupt writes, and the logging window holds two steps of it
 @pytest.mark.slow
 def test_torchrun_interrupted_run_resumes_to_the_uninterrupted_result(tmp_path, ddp_run):
     from panformer.core.checkpoint import load_torch
 
     ddp, _ = ddp_run
-    script = tmp_path / "interrupt_at.py"
-    script.write_text(_INTERRUPT_AT)
     run = tmp_path / "run"
-    res = _torchrun("6", *SENTIMENT, "--out", str(run), entry=(str(script),))
+    res = _torchrun("6", *SENTIMENT, "--out", str(run), entry=(str(ROOT / "tests" / "interrupt_at.py"),))
     assert res.returncode != 0 and "panformer: interrupted (resume with --resume)" in res.stderr, res.stderr[-3000:]
     assert load_torch(run / "checkpoint" / "trainer_state.pt")["step"] == 6
     assert not (run / "metrics.json").exists() and [r["step"] for r in _rows(run / "log.csv")] == ["4"]
