@@ -17,17 +17,19 @@ Each (model, precision, length) runs in a fresh process whose peak resident memo
 projected peak (the previous length's growth x 4) exceeds ``--max-gib`` or the memory available is
 skipped and reported as such.
 
-``crossover``: bf16 and fp32 training steps at T = 64..1024 with 4,096 tokens per batch (core_speed's
+``crossover``: bf16 and fp32 training steps at T = 64..4096 with 4,096 tokens per batch (core_speed's
 32 x 128 at T = 128), the explicit and the fused kernel forced in turns in one process (median of the
-per-pair ratios: the VM's drift hits both), the evidence for ``BF16_EXPLICIT_MAX_KEYS``.
+per-pair ratios: the VM's drift hits both), the evidence for ``BF16_EXPLICIT_MAX_KEYS``; on a loaded
+machine ``--crossover-threads 1 --clock cpu`` counts CPU time, which other processes do not inflate.
 
-``decode``: a 4-layer d 256 decoder-only LM (vocabulary 256) with the KV cache, prompt of L - 32 tokens,
-then 32 greedy steps timed, at L = 1k..8k; the growing cache against the concatenating one used before
-(steps in turns).
+``decode``: a 4-layer d 256 decoder-only LM (vocabulary 256) with the KV cache, prompt of L - 64 tokens,
+then 63 steps timed, at L = 1k..8k, on one thread (``--decode-threads``); the growing cache against the
+concatenating one used before (three rounds in turns).
 
     python bench/long_context.py                       # everything (~30 min on the 2-core CPU)
-    python bench/long_context.py --parts decode --lengths 1024 2048
+    python bench/long_context.py --parts decode --update   # rerun one part, keep the others in --out
     python bench/long_context.py --parts train --models panformer explicit --precisions bf16
+    python bench/long_context.py --parts train --update --train-threads 1   # CPU times steady under load
 
 Writes bench/out/long_context.json and bench/out/long_context.png (``--out``, ``--plot``) and prints
 the tables.
@@ -74,13 +76,15 @@ def _build(model: str):
     return build("torch" if model == "torch" else "panformer")
 
 
-def child(model: str, precision: str, T: int, repeats: int) -> dict:
-    """One configuration in this (fresh) process: median training-step ms and peak memory."""
+def child(model: str, precision: str, T: int, repeats: int, threads: int) -> dict:
+    """One configuration in this (fresh) process: median training-step ms (wall and CPU time) and peak
+    memory. With one thread the CPU time is the step's work whatever else runs on the machine."""
     from core_speed import train_step_fn
 
     from panformer.core.attention import set_attention_impl
     from panformer.core.runtime import limit_blas_threads, retain_freed_memory
     retain_freed_memory()
+    torch.set_num_threads(threads)
     set_attention_impl("math" if model == "explicit" else "auto")
     torch.manual_seed(0)
     m = _build(model)
@@ -90,16 +94,17 @@ def child(model: str, precision: str, T: int, repeats: int) -> dict:
     else:
         step = train_step_fn(m, x, None, precision)
     start_mb = _status_mb("VmRSS")
-    times = []
+    times, cpu = [], []
     with limit_blas_threads():
         for i in range(1 + repeats):  # one warm-up step
-            t = time.perf_counter()
+            t, c = time.perf_counter(), time.process_time()
             step()
             if i:
                 times.append((time.perf_counter() - t) * 1000)
-    times.sort()
+                cpu.append((time.process_time() - c) * 1000)
     peak = _status_mb("VmHWM")
-    return {"step_ms": round(times[len(times) // 2], 1), "step_ms_all": [round(t, 1) for t in times],
+    return {"threads": threads, "step_ms": round(sorted(times)[len(times) // 2], 1),
+            "step_cpu_ms": round(sorted(cpu)[len(cpu) // 2], 1), "step_ms_all": [round(t, 1) for t in times],
             "start_rss_mb": round(start_mb), "peak_rss_mb": round(peak), "growth_mb": round(peak - start_mb)}
 
 
@@ -117,7 +122,7 @@ def _decoder_step_fn(model, x, precision):
     return step
 
 
-def run_train(lengths, precisions, models, repeats, max_gib) -> list[dict]:
+def run_train(lengths, precisions, models, repeats, max_gib, threads: int) -> list[dict]:
     rows, growth = [], {}
     for T in lengths:
         for precision in precisions:
@@ -134,7 +139,7 @@ def run_train(lengths, precisions, models, repeats, max_gib) -> list[dict]:
                         rows.append(row)
                         print(json.dumps(row), flush=True)
                         continue
-                cmd = [sys.executable, __file__, "--child", model, precision, str(T), str(repeats)]
+                cmd = [sys.executable, __file__, "--child", model, precision, str(T), str(repeats), str(threads)]
                 res = subprocess.run(cmd, capture_output=True, text=True, env=os.environ)
                 if res.returncode:
                     row.update(failed=(res.stderr.strip().splitlines() or ["?"])[-1][:300])
@@ -147,12 +152,18 @@ def run_train(lengths, precisions, models, repeats, max_gib) -> list[dict]:
     return rows
 
 
-def run_crossover(lengths, repeats, tokens: int = 4096) -> list[dict]:
-    """Explicit vs fused kernel in turns, same model weights, training steps of ``tokens`` tokens."""
+def run_crossover(lengths, repeats, threads: int, clock: str, tokens: int = 4096) -> list[dict]:
+    """Explicit vs fused kernel in turns, same model weights, training steps of ``tokens`` tokens.
+
+    ``clock="cpu"`` times the process's CPU time instead of wall time: with one thread that is the step's
+    work whatever else the machine runs (a preempted step waits without consuming CPU), so it gives
+    steady ratios on a loaded machine; with two threads it would count spin-waits."""
     from core_speed import train_step_fn
 
     from panformer.core.attention import set_attention_impl
     from panformer.core.runtime import limit_blas_threads
+    now = time.process_time if clock == "cpu" else time.perf_counter
+    torch.set_num_threads(threads)
     rows = []
     with limit_blas_threads():
         for precision in ("bf16", "fp32"):
@@ -166,14 +177,15 @@ def run_crossover(lengths, repeats, tokens: int = 4096) -> list[dict]:
                 for i in range(2 + repeats):
                     for k in (("math", "sdpa") if i % 2 else ("sdpa", "math")):
                         set_attention_impl(k)
-                        t = time.perf_counter()
+                        t = now()
                         steps[k]()
                         if i >= 2:
-                            times[k].append((time.perf_counter() - t) * 1000)
+                            times[k].append((now() - t) * 1000)
                 set_attention_impl("auto")
                 ratios = sorted(s / m for s, m in zip(times["sdpa"], times["math"]))
                 med = {k: sorted(v)[len(v) // 2] for k, v in times.items()}
-                row = {"precision": precision, "T": T, "batch": x.size(0), "explicit_ms": round(med["math"], 1),
+                row = {"precision": precision, "T": T, "batch": x.size(0), "threads": threads, "clock": clock,
+                       "explicit_ms": round(med["math"], 1),
                        "sdpa_ms": round(med["sdpa"], 1), "sdpa_over_explicit": round(ratios[len(ratios) // 2], 3),
                        "q1_q3": [round(ratios[len(ratios) // 4], 3), round(ratios[3 * len(ratios) // 4], 3)],
                        "load_avg_1min": round(os.getloadavg()[0], 2)}
@@ -190,13 +202,15 @@ def _concat_kv(part: dict, k, v):
     return k, v
 
 
-def run_decode(lengths, new_tokens: int = 32, rounds: int = 3) -> list[dict]:
-    """ms per generated token at context ~L: growing cache vs concatenating cache, in turns."""
+def run_decode(lengths, threads: int, new_tokens: int = 64, rounds: int = 3) -> list[dict]:
+    """ms per generated token at context ~L: growing cache vs concatenating cache, in turns. On ``threads``
+    threads: a step's ops are small, and on a loaded machine two threads wait for each other at every op."""
     from panformer import core
     from panformer.core import attention as A
     from panformer.core.cache import append_kv
     from panformer.core.runtime import limit_blas_threads
     rows = []
+    torch.set_num_threads(threads)
     with limit_blas_threads():
         for precision in ("fp32", "bf16"):
             for L in lengths:
@@ -221,7 +235,7 @@ def run_decode(lengths, new_tokens: int = 32, rounds: int = 3) -> list[dict]:
                                 times[mode].append((time.perf_counter() - t) * 1000)
                 A.append_kv = append_kv
                 med = {k: sorted(v)[len(v) // 2] for k, v in times.items()}
-                row = {"precision": precision, "context": L, "ms_per_token_grow": round(med["grow"], 2),
+                row = {"precision": precision, "context": L, "threads": threads, "ms_per_token_grow": round(med["grow"], 2),
                        "ms_per_token_concat": round(med["concat"], 2), "load_avg_1min": round(os.getloadavg()[0], 2)}
                 rows.append(row)
                 print(json.dumps(row), flush=True)
@@ -231,17 +245,20 @@ def run_decode(lengths, new_tokens: int = 32, rounds: int = 3) -> list[dict]:
 def tables(res: dict) -> str:
     out = []
     if res.get("train"):
-        out += ["| model | precision | T | step ms | peak RSS MB | growth MB |", "|---|---|---|---|---|---|"]
+        out += ["| model | precision | T | step ms (wall) | step ms (CPU) | peak RSS MB | growth MB |",
+                "|---|---|---|---|---|---|---|"]
         for r in res["train"]:
             if "step_ms" in r:
                 out.append(f"| {r['model']} | {r['precision']} | {r['T']} | {r['step_ms']:,.0f} | "
-                           f"{r['peak_rss_mb']:,} | {r['growth_mb']:,} |")
+                           f"{r.get('step_cpu_ms', float('nan')):,.0f} | {r['peak_rss_mb']:,} | {r['growth_mb']:,} |")
             else:
-                out.append(f"| {r['model']} | {r['precision']} | {r['T']} | {r.get('skipped') or r.get('failed')} | | |")
+                out.append(f"| {r['model']} | {r['precision']} | {r['T']} | {r.get('skipped') or r.get('failed')} | | | |")
     if res.get("crossover"):
-        out += ["", "| precision | T | batch | explicit ms | sdpa ms | sdpa / explicit (q1-q3) |", "|---|---|---|---|---|---|"]
+        out += ["", "| precision | T | batch | threads, clock | explicit ms | sdpa ms | sdpa / explicit (q1-q3) |",
+                "|---|---|---|---|---|---|---|"]
         for r in res["crossover"]:
-            out.append(f"| {r['precision']} | {r['T']} | {r['batch']} | {r['explicit_ms']:,.0f} | {r['sdpa_ms']:,.0f} | "
+            out.append(f"| {r['precision']} | {r['T']} | {r['batch']} | {r.get('threads', 2)}, {r.get('clock', 'wall')} | "
+                       f"{r['explicit_ms']:,.0f} | {r['sdpa_ms']:,.0f} | "
                        f"{r['sdpa_over_explicit']:.2f} ({r['q1_q3'][0]:.2f}-{r['q1_q3'][1]:.2f}) |")
     if res.get("decode"):
         out += ["", "| precision | context | ms/token, growing cache | ms/token, concatenating cache |", "|---|---|---|---|"]
@@ -270,9 +287,11 @@ def plot(res: dict, path: Path) -> None:
                 continue
             T = [r["T"] for r in pts]
             kw = dict(color=colors.get(model), linestyle=styles[prec], marker="o", markersize=3, label=f"{model} {prec}")
-            ax_t.plot(T, [r["step_ms"] / 1000 for r in pts], **kw)
+            ax_t.plot(T, [r["step_cpu_ms" if r.get("threads") == 1 else "step_ms"] / 1000 for r in pts], **kw)
             ax_m.plot(T, [r["growth_mb"] / 1024 for r in pts], **kw)
-        for ax, title in ((ax_t, "training step (s), batch 1"), (ax_m, "peak memory growth (GiB)")):
+        one = all(r.get("threads") == 1 for r in res["train"] if "step_ms" in r)
+        step_title = "training step, CPU s (1 thread), batch 1" if one else "training step (s), batch 1"
+        for ax, title in ((ax_t, step_title), (ax_m, "peak memory growth (GiB)")):
             ax.set_xscale("log", base=2)
             ax.set_yscale("log")
             ax.set_xlabel("sequence length T")
@@ -300,32 +319,42 @@ def plot(res: dict, path: Path) -> None:
 
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "--child":
-        model, precision, T, repeats = sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
-        print(json.dumps(child(model, precision, T, repeats)))
+        model, precision, T, repeats, threads = sys.argv[2], sys.argv[3], *map(int, sys.argv[4:7])
+        print(json.dumps(child(model, precision, T, repeats, threads)))
         return
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--parts", nargs="+", default=["train", "crossover", "decode"], choices=["train", "crossover", "decode"])
     p.add_argument("--lengths", nargs="+", type=int, default=[512, 1024, 2048, 4096, 8192])
-    p.add_argument("--crossover-lengths", nargs="+", type=int, default=[64, 128, 256, 512, 1024])
+    p.add_argument("--crossover-lengths", nargs="+", type=int, default=[64, 128, 256, 512, 1024, 2048, 4096])
     p.add_argument("--decode-lengths", nargs="+", type=int, default=[1024, 2048, 4096, 8192])
     p.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
     p.add_argument("--precisions", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16"])
     p.add_argument("--repeats", type=int, default=3, help="timed training steps per configuration (after one warm-up)")
+    p.add_argument("--train-threads", type=int, default=2, help="threads of each training configuration's process "
+                   "(1: its CPU time, step_cpu_ms, is steady on a loaded machine)")
     p.add_argument("--crossover-repeats", type=int, default=8)
+    p.add_argument("--crossover-threads", type=int, default=2)
+    p.add_argument("--clock", choices=["wall", "cpu"], default="wall",
+                   help="crossover: wall time, or CPU time (steady on a loaded machine, with --crossover-threads 1)")
+    p.add_argument("--decode-threads", type=int, default=1)
     p.add_argument("--max-gib", type=float, default=14.0, help="skip configurations projected to need more")
+    p.add_argument("--update", action="store_true", help="keep the other parts' results already in --out")
     p.add_argument("--out", default="bench/out/long_context.json")
     p.add_argument("--plot", default="bench/out/long_context.png")
     a = p.parse_args()
-    res: dict = {"config": vars(a), "torch": torch.__version__, "threads": torch.get_num_threads(),
-                 "started": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "load_avg_start": os.getloadavg()}
-    if "train" in a.parts:
-        res["train"] = run_train(a.lengths, a.precisions, a.models, a.repeats, a.max_gib)
-    if "crossover" in a.parts:
-        res["crossover"] = run_crossover(a.crossover_lengths, a.crossover_repeats)
-    if "decode" in a.parts:
-        res["decode"] = run_decode(a.decode_lengths)
-    res["load_avg_end"] = os.getloadavg()
     out = Path(a.out)
+    res: dict = json.loads(out.read_text()) if a.update and out.is_file() else {}
+    for part in a.parts:  # each part records when and how it ran
+        res[f"{part}_run"] = {"config": vars(a), "torch": torch.__version__, "threads": torch.get_num_threads(),
+                              "started": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+                              "load_avg_start": os.getloadavg()}
+        if part == "train":
+            res["train"] = run_train(a.lengths, a.precisions, a.models, a.repeats, a.max_gib, a.train_threads)
+        elif part == "crossover":
+            res["crossover"] = run_crossover(a.crossover_lengths, a.crossover_repeats, a.crossover_threads, a.clock)
+        else:
+            res["decode"] = run_decode(a.decode_lengths, a.decode_threads)
+        res[f"{part}_run"]["load_avg_end"] = os.getloadavg()
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(res, indent=2))
     plot(res, Path(a.plot))

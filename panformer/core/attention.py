@@ -44,9 +44,9 @@ BLOCK_SCORE_ELEMENTS = 2**22
 
 
 def set_attention_impl(impl: Literal["auto", "sdpa", "math", "blocked"]) -> None:
-    """Force the attention kernel: "sdpa" (fused), "math" (explicit matmul + softmax), "blocked"
-    (explicit, a block of queries at a time) or "auto" (:func:`choose_kernel`). Attention maps
-    (``need_weights``) always come from "math"."""
+    """Force the attention kernel: "sdpa" (fused), "math" (explicit matmul + softmax), "blocked" (a block
+    of queries at a time) or "auto" (:func:`choose_kernel`, the default). Attention maps (``need_weights``)
+    always come from "math"."""
     global _IMPL
     if impl not in _IMPLS:
         raise ValueError(f"attention impl must be {'|'.join(_IMPLS)}, got {impl!r}")
