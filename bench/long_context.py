@@ -290,7 +290,7 @@ def plot(res: dict, path: Path) -> None:
             ax_t.plot(T, [r["step_cpu_ms" if r.get("threads") == 1 else "step_ms"] / 1000 for r in pts], **kw)
             ax_m.plot(T, [r["growth_mb"] / 1024 for r in pts], **kw)
         one = all(r.get("threads") == 1 for r in res["train"] if "step_ms" in r)
-        step_title = "training step, CPU s (1 thread), batch 1" if one else "training step (s), batch 1"
+        step_title = "training step, CPU s (1 thread), batch 1" if one else "training step (s, 2 threads), batch 1"
         for ax, title in ((ax_t, step_title), (ax_m, "peak memory growth (GiB)")):
             ax.set_xscale("log", base=2)
             ax.set_yscale("log")
@@ -309,7 +309,8 @@ def plot(res: dict, path: Path) -> None:
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
         ax.set_xlabel("context (tokens)")
-        ax.set_title("KV-cache decoding (ms / token)", fontsize=9)
+        threads = res["decode"][0].get("threads", 1)
+        ax.set_title(f"KV-cache decoding (ms / token, {threads} thread{'s' * (threads > 1)})", fontsize=9)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=6)
     fig.tight_layout()
@@ -345,7 +346,7 @@ def main() -> None:
     out = Path(a.out)
     res: dict = json.loads(out.read_text()) if a.update and out.is_file() else {}
     for part in a.parts:  # each part records when and how it ran
-        res[f"{part}_run"] = {"config": vars(a), "torch": torch.__version__, "threads": torch.get_num_threads(),
+        res[f"{part}_run"] = {"config": vars(a), "torch": torch.__version__,
                               "started": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
                               "load_avg_start": os.getloadavg()}
         if part == "train":

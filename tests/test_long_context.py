@@ -198,7 +198,7 @@ def test_blocked_dropout_backward_recomputes_the_same_masks():
 
 def test_kernel_choice_by_device_dtype_and_length():
     n = A.BF16_EXPLICIT_MAX_KEYS
-    assert n == 256  # the crossover recorded in BENCHMARKS.md "Long sequences"
+    assert n == 512  # the crossover recorded in BENCHMARKS.md "Long sequences"
     cpu = "cpu"
     # bf16 on the CPU: explicit up to the crossover, fused beyond (decoding steps too: Tq = 1)
     assert choose_kernel(cpu, True, 32, 4, n, n) == "math"
@@ -225,7 +225,7 @@ def test_kernel_choice_by_device_dtype_and_length():
 
 
 @pytest.mark.parametrize("T,causal,padding,expected", [
-    (256, False, None, "math"), (512, False, None, "sdpa"), (512, False, "right", "sdpa"),
+    (512, False, None, "math"), (1024, False, None, "sdpa"), (1024, False, "right", "sdpa"),
     (8192, True, "right", "sdpa"),  # SDPA's own causal mask serves right padding
     (8192, True, "left", "blocked"),
 ])
