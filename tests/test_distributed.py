@@ -4,7 +4,8 @@ of core.distributed.
 Equality with one process holds because the global batch is split across ranks and each shard's loss
 is weighted by its share of the batch (exact for losses that are means over examples, such as
 sentiment's cross-entropy); the runs below include an odd-sized last batch (uneven 5 / 4 shards)
-and gradient accumulation.
+and gradient accumulation. A 2-process run interrupted between two steps and resumed ends bit for bit
+as the uninterrupted one (weights, metrics and the logged losses).
 """
 from __future__ import annotations
 
