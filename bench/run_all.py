@@ -14,8 +14,8 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-ORDER = ["core_speed", "bf16_ceiling", "malloc_ab", "dropout_speed", "sentiment_sst2", "sentiment_minilm_sst2", "generation_speed", "generation_tinyshakespeare",
-         "generation_big_corpus",
+ORDER = ["core_speed", "bf16_ceiling", "malloc_ab", "dropout_speed", "long_context", "ddp_throughput", "sentiment_sst2",
+         "sentiment_minilm_sst2", "generation_speed", "generation_tinyshakespeare", "generation_big_corpus",
          "translation_multi30k", "vit_digits", "detection_digits", "speech_espeak", "speech_fsdd", "recommendation_games",
          "music_chorales", "image_generation_digits", "tts_espeak"]
 

@@ -4,7 +4,8 @@ of core.distributed.
 Equality with one process holds because the global batch is split across ranks and each shard's loss
 is weighted by its share of the batch (exact for losses that are means over examples, such as
 sentiment's cross-entropy); the runs below include an odd-sized last batch (uneven 5 / 4 shards)
-and gradient accumulation.
+and gradient accumulation. A 2-process run interrupted between two steps and resumed ends bit for bit
+as the uninterrupted one (weights, metrics and the logged losses).
 """
 from __future__ import annotations
 
@@ -31,14 +32,16 @@ _LAUNCH_FAILURE = re.compile(r"RendezvousConnectionError|RendezvousTimeoutError|
 _TIMING = {"train_time_s", "total_time_s", "examples_per_s"}
 
 
-def _torchrun(*argv: str, nproc: int = 2) -> subprocess.CompletedProcess:
+def _torchrun(*argv: str, nproc: int = 2, entry: tuple[str, ...] = ("-m", "panformer")) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR",
                                                             "MASTER_PORT")}
-    env.update(OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
-    if os.environ.get("PANFORMER_TEST_SEED") and argv[:1] == ("train",) and "--seed" not in argv:
+    # this checkout's panformer first, also for a script outside it (sys.path[0] is the script's folder)
+    env.update(OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1",
+               PYTHONPATH=os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p))
+    if os.environ.get("PANFORMER_TEST_SEED") and "train" in argv[:2] and "--seed" not in argv:  # [:2]: interrupt_at.py STEP
         argv = (*argv, "--seed", os.environ["PANFORMER_TEST_SEED"])  # what conftest gives in-process runs
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-           "-m", "panformer", *argv]
+           *entry, *argv]
     try:
         res = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=240)
     except subprocess.TimeoutExpired as e:
@@ -72,11 +75,33 @@ SENTIMENT = ["train", "sentiment", "--quick", "--tokenizer", "bpe", "--dropout",
              "--progress", "false"]
 
 
-@pytest.mark.slow
-def test_torchrun_two_processes_match_one(tmp_path, cli):
-    ddp = tmp_path / "ddp"
+@pytest.fixture(scope="module")
+def ddp_run(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
+    """One uninterrupted 2-process SENTIMENT run, shared by the tests that compare against it."""
+    ddp = tmp_path_factory.mktemp("ddp") / "run"
     res = _torchrun(*SENTIMENT, "--out", str(ddp))
     assert res.returncode == 0, (res.stdout + res.stderr)[-4000:]
+    return ddp, res
+
+
+def _assert_same_run(a: Path, b: Path) -> None:
+    """Two run directories of the same training: the same files, config (but ``--out``/``--resume``), metrics
+    (but timings), weights and log rows, bit for bit."""
+    assert sorted(p.relative_to(a) for p in a.rglob("*") if p.is_file() and "tensorboard" not in p.parts) == \
+        sorted(p.relative_to(b) for p in b.rglob("*") if p.is_file() and "tensorboard" not in p.parts)
+    m_a, m_b = (json.loads((d / "metrics.json").read_text()) for d in (a, b))
+    assert {k: v for k, v in m_a.items() if k not in _TIMING} == {k: v for k, v in m_b.items() if k not in _TIMING}
+    for weights in ("model.safetensors", "checkpoint/model.safetensors"):  # best and last
+        w_a, w_b = (load_file(str(d / weights)) for d in (a, b))
+        assert w_a.keys() == w_b.keys()
+        for k in w_a:
+            assert torch.equal(w_a[k], w_b[k]), f"{weights}: {k}"
+    assert _rows(a / "log.csv") == _rows(b / "log.csv")
+
+
+@pytest.mark.slow
+def test_torchrun_two_processes_match_one(tmp_path, cli, ddp_run):
+    ddp, res = ddp_run
     logs = res.stderr
     assert logs.count("[panformer] test metrics:") == 1 and "2 processes" in logs  # rank 0 alone logs
     code, _, err = cli(*SENTIMENT, "--out", tmp_path / "one")
@@ -114,6 +139,26 @@ def test_torchrun_two_processes_match_one(tmp_path, cli):
     errors = [ln for ln in (res.stdout + res.stderr).splitlines() if ln.startswith("panformer: error:")]
     assert res.returncode != 0 and errors == ["panformer: error: warmup_steps must be >= 0, got -1"], res.stderr[-3000:]
     assert "exitcode  : 2" in res.stderr and not (tmp_path / "never").exists()
+
+
+# interrupted at a step that is neither a log row (every 4) nor an evaluation / checkpoint (every 8): the
+# checkpoint is the one the interrupt writes, and the logging window holds two steps of it
+@pytest.mark.slow
+def test_torchrun_interrupted_run_resumes_to_the_uninterrupted_result(tmp_path, ddp_run):
+    from panformer.core.checkpoint import load_torch
+
+    ddp, _ = ddp_run
+    run = tmp_path / "run"
+    res = _torchrun("6", *SENTIMENT, "--out", str(run), entry=(str(ROOT / "tests" / "interrupt_at.py"),))
+    assert res.returncode != 0 and "panformer: interrupted (resume with --resume)" in res.stderr, res.stderr[-3000:]
+    assert load_torch(run / "checkpoint" / "trainer_state.pt")["step"] == 6
+    assert not (run / "metrics.json").exists() and [r["step"] for r in _rows(run / "log.csv")] == ["4"]
+    res = _torchrun(*SENTIMENT, "--out", str(run), "--resume")
+    assert res.returncode == 0, (res.stdout + res.stderr)[-4000:]
+    # the same weights, metrics, log rows (the training loss of steps 5-8 included) and files as without
+    # the interrupt: the resumed run takes the same steps with the same gradients, bit for bit
+    _assert_same_run(ddp, run)
+    assert json.loads((run / "config.json").read_text())["args"]["resume"] is True
 
 
 @pytest.mark.slow

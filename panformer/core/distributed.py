@@ -19,12 +19,12 @@ from typing import Any, Callable, TypeVar
 
 import torch
 import torch.distributed as dist
-from torch import nn
+from torch import Tensor, nn
 
 from .errors import ConfigError, PanformerError, PeerError
 
 __all__ = ["env_world_size", "init_distributed", "is_distributed", "world_size", "rank", "local_rank",
-           "is_main_process", "barrier", "all_reduce_mean", "broadcast_flag", "broadcast_object", "sync_errors",
+           "is_main_process", "barrier", "all_reduce_mean", "mean_over_ranks", "broadcast_flag", "broadcast_object", "sync_errors",
            "run_on_main", "main_process_first", "unwrap", "is_peer_failure", "cleanup"]
 
 T = TypeVar("T")
@@ -108,6 +108,20 @@ def all_reduce_mean(values: dict[str, float]) -> dict[str, float]:
     dist.all_reduce(t, op=dist.ReduceOp.SUM)
     t /= dist.get_world_size()
     return dict(zip(keys, t.tolist()))
+
+
+def mean_over_ranks(values: dict[str, Tensor | float]) -> dict[str, Tensor]:
+    """Mean of each value over all ranks as float64 0-d tensors, in one collective that every rank must reach
+    with the same keys; on GPUs without waiting for the result on the host. One process: the values as
+    tensors."""
+    keys = sorted(values)
+    if not is_distributed() or not keys:
+        return {k: torch.as_tensor(values[k], dtype=torch.float64) for k in keys}
+    dev = _reduce_device()
+    t = torch.stack([torch.as_tensor(values[k]).to(dev, torch.float64) for k in keys])
+    dist.all_reduce(t, op=dist.ReduceOp.SUM)
+    t /= dist.get_world_size()
+    return dict(zip(keys, t.unbind()))
 
 
 def broadcast_flag(flag: bool) -> bool:

@@ -275,6 +275,9 @@ class Trainer:
             for k, v in (extras or {}).items():
                 v = v.detach().float() if isinstance(v, Tensor) else float(v)
                 extra_sums[k] = extra_sums.get(k, 0.0) + share * v
+        if self.world > 1:  # the logging window holds means over ranks: exact in any checkpoint, an interrupt's too
+            reduced = D.mean_over_ranks({"": loss_sum, **{"x" + k: v for k, v in extra_sums.items()}})
+            loss_sum, extra_sums = reduced.pop(""), {k[1:]: v for k, v in reduced.items()}
         self._phase = "optim"
         if self.args.grad_clip is not None:
             self._grad_norm = torch.nn.utils.clip_grad_norm_(self._params, self.args.grad_clip)
@@ -324,8 +327,7 @@ class Trainer:
         n = max(self._n_micro, 1)
         vals = {"loss": float(self._loss_sum) / n, **{k: float(v) / n for k, v in self._extras.items()}}
         if self._grad_norm is not None:
-            vals["grad_norm"] = float(self._grad_norm)
-        vals = D.all_reduce_mean(vals)
+            vals["grad_norm"] = float(self._grad_norm)  # of the all-reduced gradients: the same on every rank
         self.logger.log(self.state.step, self.epoch_float, "train", lr=lr, **vals)
         self._bar.set_postfix(loss=f"{vals['loss']:.4f}", lr=f"{lr:.2e}", refresh=False)
         self._reset_window()
@@ -390,11 +392,7 @@ class Trainer:
         st = self.state
         if self.run_dir is None or (st.step == self._ckpt_step and not force):
             return
-        window = {"loss_sum": self._loss_sum, "n_micro": self._n_micro, "extras": dict(self._extras)}
-        if self.world > 1 and not force:  # every rank is here: keep the logging window's mean over ranks
-            mean = D.all_reduce_mean({"": float(self._loss_sum),
-                                      **{"x" + k: float(v) for k, v in self._extras.items()}})
-            window.update(loss_sum=mean.pop(""), extras={k[1:]: v for k, v in mean.items()})
+        window = {"loss_sum": self._loss_sum, "n_micro": self._n_micro, "extras": dict(self._extras)}  # rank means
         self._ckpt_step = st.step
         if not self.is_main:
             return
