@@ -224,6 +224,13 @@ class MultiHeadAttention(nn.Module):
             for lin in (self.q_proj, self.k_proj, self.v_proj, self.out_proj):
                 nn.init.zeros_(lin.bias)
 
+    def _qkv(self, x: Tensor) -> Tensor:
+        """x (B, T, d) -> (B, T, 3d): the three projections as one matrix product (fewer, larger GEMMs and
+        one weight cast under autocast instead of three; the parameters stay q_proj / k_proj / v_proj)."""
+        w = torch.cat([self.q_proj.weight, self.k_proj.weight, self.v_proj.weight])
+        b = None if self.q_proj.bias is None else torch.cat([self.q_proj.bias, self.k_proj.bias, self.v_proj.bias])
+        return F.linear(x, w, b)
+
     def _heads(self, x: Tensor) -> Tensor:
         B, T, _ = x.shape
         return x.view(B, T, self.n_heads, self.head_dim).transpose(1, 2)  # (B, nh, T, hs)
@@ -252,16 +259,21 @@ class MultiHeadAttention(nn.Module):
         """
         key = query if key is None else key
         value = key if value is None else value
-        q = self._heads(self.q_proj(query))
-        if cache is not None and static_kv and "k" in cache:
-            k, v = cache["k"], cache["v"]
-        else:
-            k = self._heads(self.k_proj(key))
-            v = self._heads(self.v_proj(value))
-            if cache is not None and static_kv:
-                cache["k"], cache["v"] = k, v
-            elif cache is not None:
+        if key is query and value is query and not static_kv:  # self-attention: one (d x 3d) projection
+            q, k, v = (self._heads(t) for t in self._qkv(query).split(self.d_model, dim=-1))
+            if cache is not None:
                 k, v = append_kv(cache, k, v)
+        else:
+            q = self._heads(self.q_proj(query))
+            if cache is not None and static_kv and "k" in cache:
+                k, v = cache["k"], cache["v"]
+            else:
+                k = self._heads(self.k_proj(key))
+                v = self._heads(self.v_proj(value))
+                if cache is not None and static_kv:
+                    cache["k"], cache["v"] = k, v
+                elif cache is not None:
+                    k, v = append_kv(cache, k, v)
         B, Tq, Tk = q.size(0), q.size(2), k.size(2)
         if causal and Tq == 1:
             causal = False  # one new query at the end sees every cached key
