@@ -6,13 +6,14 @@ Split (fixed, documented in docs/tasks/vit.md): 25 % stratified test (450 images
 best ViT / CNN checkpoint; both train on the other 1,212 with the same input pipeline (8x8 → 16x16,
 random affine augmentation). The SVC is sklearn's guide setting, ``SVC(gamma=0.001, C=10)`` on the
 0..16 grey levels, fitted on all 1,347 non-test images (the guide's 99.33 %) and on the same 1,212.
-Target: ViT test accuracy >= 98.5 % within ``--minutes`` (10) of training.
+Target (issue 18): ViT test accuracy >= 99.4 % within ``--minutes`` (10) of training (issue 4: 98.5 %).
 
     .venv/bin/python bench/vit_digits.py                    # full run: ViT budget 10 min, CNN 3 min
     .venv/bin/python bench/vit_digits.py --minutes 3 --cnn-minutes 1 --tag smoke   # a short smoke run
 
-``--epochs auto`` (default) times a few training steps first and picks the epoch count that fits
-85 % of the budget, so the cosine schedule completes; ``max_time_minutes`` is the hard stop.
+The recipe's cosine schedule runs on the wall clock (``schedule_clock time``): it ends with the budget,
+however many steps fit. ``--epochs N`` trains N epochs instead (``auto``, with a step-count recipe, times a
+few steps and picks the epochs that fit 85 % of the budget); ``max_time_minutes`` is the hard stop.
 Prints a JSON summary and writes it to ``bench/out/vit_digits[-TAG].json``.
 """
 from __future__ import annotations
@@ -39,7 +40,7 @@ from panformer.tasks.vit import VisionTransformer, VitTask, ViTConfig  # noqa: E
 from panformer.tasks.vit.cnn import CNNConfig, SmallCNN  # noqa: E402  (the task's --arch cnn baseline)
 
 GUIDE = {"svc": 0.9933, "small_cnn": 0.9956}
-TARGET = 0.985
+TARGET = 0.994  # issue 18 (issue 4: 0.985)
 
 
 def recipe_defaults() -> dict:
@@ -113,7 +114,7 @@ def run_cnn(task: VitTask, minutes: float, epochs: int | str, seed: int, precisi
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--minutes", type=float, default=10.0, help="ViT training budget in minutes (the target's)")
-    p.add_argument("--cnn-minutes", type=float, default=3.0, help="CNN training budget in minutes")
+    p.add_argument("--cnn-minutes", type=float, default=3.0, help="CNN training budget in minutes (0: no CNN)")
     p.add_argument("--epochs", default="auto", help="ViT epochs, or 'auto' to fit the budget")
     p.add_argument("--cnn-epochs", default="auto", help="CNN epochs, or 'auto' to fit its budget")
     p.add_argument("--precision", default="bf16", choices=["fp32", "bf16"], help="autocast precision for both networks")
@@ -133,18 +134,22 @@ def main() -> int:
     t0 = time.time()
     svc = run_svc(task)
     vit_epochs, st = a.epochs, None
-    if vit_epochs == "auto":
+    clock = defaults.get("schedule_clock") == "time" and vit_epochs == "auto"  # the recipe spreads the schedule
+    if clock:                                                                  # over the budget itself
+        vit_epochs = None
+    elif vit_epochs == "auto":
         seed_everything(a.seed)
         probe = VisionTransformer(ViTConfig(**task.prep["vit"]))
         vit_epochs, st = auto_epochs(probe, task, args.batch_size, a.precision, a.minutes)
-    vit = train("vit", ["--out", a.run_dir, "--overwrite", "--epochs", str(vit_epochs), "--progress", "false"], defaults)
-    cnn = run_cnn(task, a.cnn_minutes, a.cnn_epochs, a.seed, a.precision)
+    vit = train("vit", ["--out", a.run_dir, "--overwrite", "--progress", "false",
+                        *([] if vit_epochs is None else ["--epochs", str(vit_epochs)])], defaults)
+    cnn = run_cnn(task, a.cnn_minutes, a.cnn_epochs, a.seed, a.precision) if a.cnn_minutes > 0 else None
     result = {
         "benchmark": "vit_digits", "split": "sklearn digits: 25% stratified test (450, random_state 0); "
         f"train {len(task.splits['train'])} / valid {len(task.splits['valid'])} (seed {a.seed})",
         "vit": {k: vit.get(k) for k in ("accuracy", "precision", "recall", "f1", "top5_accuracy", "num_params",
                                         "train_time_s", "train_steps", "best_step")} | {
-            "epochs": int(vit_epochs), "seconds_per_step_probe": None if st is None else round(st, 4),
+            "epochs": None if vit_epochs is None else int(vit_epochs), "seconds_per_step_probe": None if st is None else round(st, 4),
             "config": {k: task.prep["vit"][k] for k in ("image_size", "patch_size", "d_model", "n_heads", "n_layers", "d_ff")}},
         "small_cnn": cnn, **svc, "guide": GUIDE, "target_accuracy": TARGET, "budget_minutes": a.minutes,
         "meets_target": bool(vit["accuracy"] >= TARGET and vit["train_time_s"] <= a.minutes * 60 + 30),

@@ -17,15 +17,16 @@ import sys
 from panformer.tasks.cli import main
 
 DEFAULTS = {
-    "max_steps": 6000,
     "max_time_minutes": 15,
-    "batch_size": 64,
+    "schedule_clock": "time",  # the cosine spans the 15 minutes, however many steps this machine fits in them
+    "max_steps": 1_000_000,
+    "batch_size": 32,
     "lr": 1e-3,
     "schedule": "cosine",
     "warmup_steps": 100,
     "min_lr_ratio": 0.1,
     "precision": "bf16",
-    "eval_every": 250,
+    "eval_every": 500,
     "block_size": 128,
     "d_model": 192,
     "n_heads": 6,

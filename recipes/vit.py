@@ -17,7 +17,10 @@ import sys
 from panformer.tasks.cli import main
 
 DEFAULTS = {
-    "epochs": 150,
+    "max_time_minutes": 10.0,
+    "schedule_clock": "time",  # the cosine spans the 10 minutes, however many steps this machine fits in them
+    "max_steps": 1_000_000,
+    "eval_every": 500,
     "batch_size": 64,
     "lr": 2e-3,
     "schedule": "cosine",
@@ -30,7 +33,6 @@ DEFAULTS = {
     "n_layers": 4,
     "d_ff": 256,
     "dropout": 0.1,
-    "max_time_minutes": 10.0,
     "baseline": True,
 }
 

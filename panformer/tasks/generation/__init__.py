@@ -20,6 +20,7 @@ from torch import Tensor, nn
 from panformer.core import CausalTransformerLM, RecurrentLM, RNNConfig, SamplingArguments, TransformerConfig, sampling_kwargs
 from panformer.core.checkpoint import atomic_write_text
 from panformer.core.errors import ConfigError, DataError
+from panformer.core.init import INIT_SCHEMES, init_weights_
 from panformer.core.token_cache import TokenCache, TokenCacheArguments, TokenStream, cache_root
 from panformer.core.tokenizer import TextTokenizer, train_tokenizer
 
@@ -51,6 +52,9 @@ class GenerationArguments(SamplingArguments, TokenCacheArguments):
     d_ff: int | None = field(default=None, metadata={"help": "feed-forward width (default: 4 * d_model)"})
     dropout: float = field(default=0.0, metadata={"help": "dropout on sublayer outputs and embeddings"})
     bias: bool = field(default=True, metadata={"help": "biases in linear layers"})
+    init: str = field(default="torch", metadata={"help": "weight initialisation: torch (PyTorch's module defaults) | "
+                                                         "gpt2 (N(0, 0.02), residual projections / sqrt(2 n_layers))",
+                                                 "choices": list(INIT_SCHEMES)})
     pretrained: str | None = field(default=None, metadata={
         "help": "GPT-2-format Hugging Face directory or Hub id (org/name) to start from (its tokenizer is used)"})
     eval_max_tokens: int | None = field(default=None, metadata={"help": "validation tokens scored at each evaluation during training (default: all)"})
@@ -215,7 +219,10 @@ class GenerationTask(Task):
         if getattr(self, "_pretrained_model", None) is not None:
             model, self._pretrained_model = self._pretrained_model, None
             return model
-        return build_lm(self.spec)
+        model = build_lm(self.spec)
+        if self.spec.get("arch", "transformer") == "transformer":
+            init_weights_(model, getattr(self.args, "init", "torch"), model.cfg.n_layers)
+        return model
 
     def loss(self, model: nn.Module, batch: dict[str, Tensor]) -> Tensor:
         ids = batch["ids"]
