@@ -470,6 +470,21 @@ def test_early_stopping_keeps_and_reloads_best(tmp_path):
     assert out["best_step"] == 2  # "acc": greater is better
 
 
+def test_load_best_model_at_end_false_keeps_and_saves_the_last_weights(tmp_path):
+    scores = iter([0.1, 0.5, 0.7, 0.9])  # the first evaluation is the best
+
+    def eval_fn(model):
+        return {"loss": next(scores)}
+    trainer = Trainer(make_model(), args(eval_every=1, max_steps=4, load_best_model_at_end=False), make_data(),
+                      collate, mse_loss, eval_fn, run_dir=tmp_path)
+    last = {}
+    trainer.callbacks.append(type("Last", (), {"on_step_end": lambda self, t, logs: last.update(weights(t.model))})())
+    out = trainer.train()
+    assert out["best_step"] == 1 and out["best_metric"] == 0.1  # still tracked and reported
+    assert_same(weights(trainer.model), last)  # ... but the result is the last step's weights
+    assert_same(load_file(str(tmp_path / "model.safetensors")), last)
+
+
 def test_time_limit_stops_cleanly_and_still_evaluates(tmp_path):
     out = Trainer(make_model(), args(max_time_minutes=1e-9), make_data(), collate, mse_loss,
                   make_eval(make_data(32, seed=1)), run_dir=tmp_path).train()

@@ -17,7 +17,8 @@ a loss that is a mean over examples, N processes take the same steps as one (doc
 
 Run directory layout::
 
-    run_dir/model.safetensors          best weights (by metric_for_best), or final ones without eval_fn;
+    run_dir/model.safetensors          best weights (by metric_for_best), or final ones without eval_fn
+                                       (or with load_best_model_at_end false);
                                        with ema_decay, the weight average's (core.ema)
     run_dir/checkpoint/                model.safetensors + trainer_state.pt: resumable, written atomically
     run_dir/log.csv, tensorboard/, curves.png
@@ -198,7 +199,7 @@ class Trainer:
             finally:
                 self._bar.close()
         st.train_time_s = self._elapsed()
-        if self.eval_fn is None or st.best_step is None:
+        if self.eval_fn is None or st.best_step is None or not self.args.load_best_model_at_end:
             if self.ema is not None:
                 self.ema.copy_to(self.model)  # the result is the average (the checkpoint keeps both)
             if self.is_main and self.run_dir is not None:
@@ -379,7 +380,7 @@ class Trainer:
 
     def _restore_best(self) -> None:
         st = self.state
-        if self.eval_fn is None or st.best_step is None:
+        if self.eval_fn is None or st.best_step is None or not self.args.load_best_model_at_end:
             return
         if self._best_state is not None:
             self.model.load_state_dict(self._best_state)

@@ -55,6 +55,9 @@ class TrainingArguments:
     metric_for_best: str = field(default="loss", metadata={"help": "evaluation metric that selects the best model"})
     greater_is_better: bool | None = field(default=None, metadata={
         "help": "whether a larger metric_for_best is better; None: False for loss/perplexity/wer/cer/error/bits"})
+    load_best_model_at_end: bool = field(default=True, metadata={
+        "help": "end with the weights of the best evaluation (by metric_for_best); false: the last weights (what a "
+                "schedule that decays to its end gives, when the validation set is too small to rank checkpoints)"})
     early_stopping_patience: int | None = field(default=None, metadata={
         "help": "stop after this many evaluations without improvement; None: never"})
     max_time_minutes: float | None = field(default=None, metadata={
