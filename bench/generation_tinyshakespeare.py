@@ -41,8 +41,9 @@ def step_times(data: str, batch_size: int, precision: str, repeats: int = 30, wa
     from panformer.tasks.cli import resolve_train_args
 
     cls = get_task("generation")
-    args, targs = resolve_train_args(cls, ["--data", data, "--batch-size", str(batch_size), "--precision", precision],
-                                     DEFAULTS)
+    # the same model as the peer's configuration: no dropout (the recipe's 0.1 is a training choice, timed apart)
+    args, targs = resolve_train_args(cls, ["--data", data, "--batch-size", str(batch_size), "--precision", precision,
+                                           "--dropout", "0"], DEFAULTS)
     task = cls(args)
     task.load_data()
     task.fit_assets()
