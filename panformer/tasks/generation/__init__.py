@@ -98,7 +98,7 @@ class GenerationTask(Task):
                     min_lr_ratio=0.1, weight_decay=0.1, adam_beta2=0.99, metric_for_best="loss", eval_every=250,
                     valid_fraction=0.1, test_fraction=0.0, log_every=50)
     quick = dict(max_time_minutes=0.4, schedule_clock="time", max_steps=100_000, d_model=64, n_heads=2, n_layers=2,
-                 block_size=64, batch_size=16, eval_every=300,
+                 block_size=64, batch_size=16, eval_every=300, dropout=0.0, init="torch",
                  max_chars=200_000, eval_max_tokens=8192, max_new_tokens=100, warmup_steps=5, lr=3e-3)
     predict_help = "PROMPT... texts to continue (or --prompt; nothing: unconditional)"
     baselines = {"lstm": {"arch": "lstm"}}
