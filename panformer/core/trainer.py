@@ -199,12 +199,13 @@ class Trainer:
             finally:
                 self._bar.close()
         st.train_time_s = self._elapsed()
-        if self.eval_fn is None or st.best_step is None or not self.args.load_best_model_at_end:
+        if self._ends_with_best:
+            self._restore_best()
+        else:
             if self.ema is not None:
                 self.ema.copy_to(self.model)  # the result is the average (the checkpoint keeps both)
             if self.is_main and self.run_dir is not None:
                 save_weights(self.model, self.run_dir / "model.safetensors", metadata={"step": st.step})
-        self._restore_best()
         self.logger.plot_curves()
         self.logger.close()
         result = {"steps": st.step, "epochs": round(self.epoch_float, 4), "best_metric": st.best_metric,
@@ -357,7 +358,8 @@ class Trainer:
                                                 else value < st.best_metric)
             if better and math.isfinite(value):
                 st.best_metric, st.best_step, st.patience = value, st.step, 0
-                self._best_state = {k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()}
+                if args.load_best_model_at_end:  # only _restore_best reads it
+                    self._best_state = {k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()}
                 if self.is_main and self.run_dir is not None:
                     save_weights(self.model, self.run_dir / "model.safetensors",
                                  metadata={"step": st.step, key: value})
@@ -378,10 +380,12 @@ class Trainer:
         self._phase = "idle"
         return metrics
 
+    @property
+    def _ends_with_best(self) -> bool:
+        """Whether training ends with the best evaluation's weights (else with the last ones)."""
+        return self.eval_fn is not None and self.state.best_step is not None and self.args.load_best_model_at_end
+
     def _restore_best(self) -> None:
-        st = self.state
-        if self.eval_fn is None or st.best_step is None or not self.args.load_best_model_at_end:
-            return
         if self._best_state is not None:
             self.model.load_state_dict(self._best_state)
         elif self.run_dir is not None and (self.run_dir / "model.safetensors").is_file():
