@@ -18,7 +18,7 @@ import panformer
 from panformer.tasks import cli as cli_module
 from panformer.tasks.builtin_data import movie_review_snippets
 
-from conftest import InterruptAt
+from conftest import ROOT, InterruptAt
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -247,3 +247,28 @@ def test_speech_valid_data_reads_the_validation_split_of_a_saved_dataset(tmp_pat
     assert [u.text for u in load_source(str(tmp_path / "hf"), "--valid-data")] == ["three"]
     assert [u.text for u in load_source(str(tmp_path / "hf"), "--data")] == ["one", "two"]
     assert [u.text for u in load_source(f"{tmp_path / 'hf'}:validation", "--data")] == ["three"]
+
+
+@pytest.mark.parametrize("recipe", ["vit", "generation"])
+def test_a_clock_budget_recipe_gives_way_to_explicit_steps_or_epochs(recipe):
+    """recipes/vit.py and recipes/generation.py schedule over a wall-clock budget; ``--epochs N`` or
+    ``--max-steps N`` (as in README's fine-tuning example) replaces it, as it replaces ``--quick``'s."""
+    import importlib.util
+
+    from panformer.tasks import get_task
+    from panformer.tasks.cli import resolve_train_args
+
+    spec = importlib.util.spec_from_file_location(f"recipe_{recipe}", ROOT / "recipes" / f"{recipe}.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    cls = get_task(recipe)
+    _, t = resolve_train_args(cls, [], mod.DEFAULTS)
+    assert t.schedule_clock == "time" and t.max_time_minutes == mod.DEFAULTS["max_time_minutes"]
+    _, t = resolve_train_args(cls, ["--max-steps", "50"], mod.DEFAULTS)
+    assert (t.max_steps, t.schedule_clock, t.max_time_minutes) == (50, "steps", None)
+    if recipe == "vit":  # generation's task defaults bound its steps (max_steps 5000) whatever the epochs
+        _, t = resolve_train_args(cls, ["--epochs", "5"], mod.DEFAULTS)
+        assert (t.epochs, t.max_steps, t.schedule_clock) == (5, None, "steps")
+    _, t = resolve_train_args(cls, ["--max-steps", "50", "--schedule-clock", "time", "--max-time-minutes", "2"],
+                              mod.DEFAULTS)
+    assert (t.max_steps, t.schedule_clock, t.max_time_minutes) == (50, "time", 2)  # flags still win

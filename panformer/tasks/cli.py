@@ -65,13 +65,14 @@ def _task_parser(task_cls: type, command: str, defaults: dict[str, Any]) -> argp
     return p
 
 
-def quick_layer(quick: dict[str, Any], explicit: dict[str, Any]) -> dict[str, Any]:
-    """``--quick``'s settings. Their length is a wall-clock budget (``max_time_minutes``, with the lr schedule
-    spread over it: ``schedule_clock`` time); an explicit ``--max-steps`` or ``--epochs`` replaces the budget by
-    that step count, which makes the run reproducible step for step (what tests want)."""
-    if not {"max_steps", "epochs"} & set(explicit):
-        return quick
-    return {k: v for k, v in quick.items() if k not in ("max_time_minutes", "schedule_clock", "max_steps")}
+def budget_layer(layer: dict[str, Any], explicit: dict[str, Any]) -> dict[str, Any]:
+    """A layer of settings (a recipe's defaults, ``--quick``'s) as it applies under the ``explicit`` options.
+    A layer whose length is a wall-clock budget (``schedule_clock`` time: ``max_time_minutes``, the lr schedule
+    spread over it) gives way to an explicit ``--max-steps`` or ``--epochs``: that step count replaces the
+    budget, which makes the run reproducible step for step (what tests want)."""
+    if layer.get("schedule_clock") != "time" or not {"max_steps", "epochs"} & set(explicit):
+        return layer
+    return {k: v for k, v in layer.items() if k not in ("max_time_minutes", "schedule_clock", "max_steps")}
 
 
 def resolve_train_args(task_cls: type, argv: Sequence[str], recipe_defaults: dict[str, Any] | None = None):
@@ -96,9 +97,10 @@ def resolve_train_args(task_cls: type, argv: Sequence[str], recipe_defaults: dic
     init_from = given.get("init_from", config_layer.get("init_from", run_layer.get("init_from")))
     init_layer = _init_options(task_cls, init_from) if init_from else {}
     quick = given.get("quick", config_layer.get("quick", run_layer.get("quick", (recipe_defaults or {}).get("quick", False))))
-    layers = [task_cls.defaults, recipe_defaults or {}]
+    explicit = {**run_layer, **config_layer, **given}
+    layers = [task_cls.defaults, budget_layer(recipe_defaults or {}, explicit)]
     if quick:
-        layers.append(quick_layer(task_cls.quick, {**run_layer, **config_layer, **given}))
+        layers.append(budget_layer(task_cls.quick, explicit))
     layers += [init_layer, run_layer, config_layer]
     classes = [DataArguments, TrainingArguments, RunArguments, task_cls.Arguments]
     parts = resolve_arguments(classes, given, layers)
