@@ -27,7 +27,7 @@ def main() -> None:
     p.add_argument("--minutes", type=float, default=30.0, help="training time budget (the Trainer stops then)")
     p.add_argument("--scenes", type=int, default=8000, help="built-in scenes (train + valid + test)")
     p.add_argument("--epochs", type=int, default=30, help="epochs; the cosine schedule spans them (the time budget may stop first)")
-    p.add_argument("--precision", default="bf16", help="fp32 | bf16")
+    p.add_argument("--precision", default="auto", help="fp32 | bf16 | auto (bf16 where the CPU has it)")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--smoke", action="store_true", help="label the result as a smoke run")

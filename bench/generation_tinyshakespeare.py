@@ -101,7 +101,7 @@ def main() -> None:
     p.add_argument("--tag", default="full", help="name of this run in bench/out/")
     p.add_argument("--step-time-only", action="store_true", help="only time the two models' training steps")
     p.add_argument("--step-batch", type=int, default=32, help="batch size of the step-time comparison")
-    p.add_argument("--step-precision", default="bf16", help="precision of the step-time comparison")
+    p.add_argument("--step-precision", default="auto", help="precision of the step-time comparison (auto: bf16 where the CPU has it)")
     p.add_argument("extra", nargs="*", help="more `panformer train generation` flags (after --)")
     a = p.parse_args()
     if not Path(a.data).is_file():

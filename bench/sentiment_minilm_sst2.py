@@ -61,7 +61,7 @@ def main() -> None:
     p.add_argument("--warmup-steps", type=int, default=300)
     p.add_argument("--max-len", type=int, default=128, help="tokens per text, [CLS] and [SEP] included")
     p.add_argument("--pooling", default="mean", choices=["mean", "cls", "max"])
-    p.add_argument("--precision", default="bf16", help="fp32 | bf16 | ...")
+    p.add_argument("--precision", default="auto", help="fp32 | bf16 | auto (bf16 where the hardware has it)")
     p.add_argument("--eval-every", type=int, default=500)
     p.add_argument("--max-time-minutes", type=float, default=None)
     p.add_argument("--seed", type=int, default=0)

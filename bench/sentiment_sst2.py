@@ -77,7 +77,7 @@ def main() -> None:
     if a.members < 1 or a.parallel < 1:
         raise SystemExit("--members and --parallel must be >= 1")
     argv = ["--data", sst / "train.tsv", "--valid-data", sst / "dev.tsv", "--test-data", sst / "test.tsv",
-            "--precision", "bf16", "--epochs", "3",
+            "--precision", "auto", "--epochs", "3",
             "--batch-size", "64", "--lr", "5e-4", "--schedule", "cosine", "--warmup-steps", "500",
             "--weight-decay", "0.05", "--label-smoothing", "0.1", "--dropout", "0.2",
             "--d-model", "256", "--n-heads", "4", "--n-layers", "3", "--d-ff", "1024",

@@ -24,7 +24,7 @@ def main() -> None:
     p.add_argument("--kind", default="mixed", help="digits | phrases | mixed")
     p.add_argument("--minutes", type=float, default=20.0, help="training time budget")
     p.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
-    p.add_argument("--precision", default="bf16", help="fp32 | bf16")
+    p.add_argument("--precision", default="auto", help="fp32 | bf16 | auto (bf16 where the CPU has it)")
     p.add_argument("--tag", default="full", help="suffix of the output file (e.g. smoke)")
     a = p.parse_args()
     from panformer.tasks.cli import load_run, train

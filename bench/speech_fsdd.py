@@ -7,6 +7,10 @@ utterances are composed, so no recording is heard in two splits. Also reports th
 MFCC + SVM baseline on the same speaker split (the guide: 99.2 % random split, 64 % on ``theo``).
 
     python bench/speech_fsdd.py [--data ../shared/data/fsdd] [--minutes 20] [--threads 2] [--tag full]
+    python bench/speech_fsdd.py --tag sp -- --speed-perturb 0.1   # more `panformer train speech` flags after --
+
+A model trained with an attention decoder (``--ctc-weight`` below 1) is also scored with ``--decode attention``
+and ``joint`` (no word list either).
 """
 from __future__ import annotations
 
@@ -29,9 +33,10 @@ def main() -> None:
     p.add_argument("--speaker", default="theo", help="held-out test speaker")
     p.add_argument("--minutes", type=float, default=20.0, help="training time budget")
     p.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
-    p.add_argument("--precision", default="bf16", help="fp32 | bf16")
+    p.add_argument("--precision", default="auto", help="fp32 | bf16 | auto (bf16 where the CPU has it)")
     p.add_argument("--baseline", action="store_true", help="also run the single-digit MFCC + SVM baseline")
     p.add_argument("--tag", default="full", help="suffix of the output file (e.g. smoke)")
+    p.add_argument("extra", nargs="*", help="more `panformer train speech` flags (after --); they override the above")
     a = p.parse_args()
     if not Path(a.data).is_dir():
         sys.exit(f"FSDD not found at {a.data}")
@@ -41,7 +46,7 @@ def main() -> None:
     argv = ["--data", a.data, "--test-speakers", a.speaker, "--sample-rate", "8000", "--n-mels", "40",
             "--threads", str(a.threads), "--precision", a.precision, "--max-time-minutes", str(a.minutes),
             "--epochs", "60", "--batch-size", "32", "--lr", "1.5e-3", "--warmup-steps", "300",
-            "--connected-repeats", "4", "--eval-every", "200", "--out", str(run), "--overwrite", "--progress", "false"]
+            "--connected-repeats", "4", "--eval-every", "200", "--out", str(run), "--overwrite", "--progress", "false", *a.extra]
     t0 = time.time()
     metrics = train("speech", argv)
     task, model = load_run(run, "cpu")
@@ -49,7 +54,9 @@ def main() -> None:
     result = {"benchmark": "speech_fsdd_connected", "tag": a.tag, "held_out_speaker": a.speaker,
               "train_time_s": metrics["train_time_s"], "train_steps": metrics["train_steps"],
               "num_params": metrics["num_params"], "sizes": {k: len(v) for k, v in task.splits.items()}}
-    for decode, lexicon, label in DECODINGS:
+    decodings = DECODINGS + ((("attention", "none", "attention"), ("joint", "none", "joint"))
+                             if getattr(model, "decoder", None) is not None else ())
+    for decode, lexicon, label in decodings:
         task.args.decode, task.args.lexicon = decode, lexicon
         for split, name in (("test_seen", "seen_speakers"), ("test", "held_out_speaker")):
             m = task.evaluate(model, split)

@@ -117,7 +117,7 @@ def main() -> int:
     p.add_argument("--cnn-minutes", type=float, default=3.0, help="CNN training budget in minutes (0: no CNN)")
     p.add_argument("--epochs", default="auto", help="ViT epochs, or 'auto' to fit the budget")
     p.add_argument("--cnn-epochs", default="auto", help="CNN epochs, or 'auto' to fit its budget")
-    p.add_argument("--precision", default="bf16", choices=["fp32", "bf16"], help="autocast precision for both networks")
+    p.add_argument("--precision", default="auto", choices=["fp32", "bf16", "auto"], help="autocast precision for both networks (auto: bf16 where the CPU has it)")
     p.add_argument("--threads", type=int, default=None, help="torch threads (1 is fastest on a crowded CPU)")
     p.add_argument("--seed", type=int, default=0, help="seed of the validation split, initialisation and data order")
     p.add_argument("--run-dir", default=str(ROOT / "bench" / "out" / "vit_digits_run"), help="the ViT run directory")

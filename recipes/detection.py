@@ -22,7 +22,7 @@ DEFAULTS = {
     "warmup_steps": 200,
     "weight_decay": 1e-4,
     "grad_clip": 0.1,
-    "precision": "bf16",
+    "precision": "auto",  # bf16 where the hardware has it (CUDA with bf16, CPUs with AVX512-BF16 / AMX), else fp32
     "d_model": 128,
     "n_encoder_layers": 3,
     "n_decoder_layers": 3,

@@ -8,7 +8,7 @@
     python recipes/generation.py predict --pretrained gpt2-dir/ --prompt "Once upon a time"
     python recipes/generation.py --help                       # every option
 
-Same as ``panformer train generation`` with the defaults below (bf16 autocast, dropout 0.1, GPT-2
+Same as ``panformer train generation`` with the defaults below (bf16 autocast where the CPU has it, dropout 0.1, GPT-2
 initialisation, a cosine schedule over 15 minutes); flags override them. ``predict --pretrained DIR`` samples straight from a
 GPT-2-format directory without training.
 """
@@ -25,7 +25,7 @@ DEFAULTS = {
     "schedule": "cosine",
     "warmup_steps": 100,
     "min_lr_ratio": 0.1,
-    "precision": "bf16",
+    "precision": "auto",  # bf16 where the hardware has it (CUDA with bf16, CPUs with AVX512-BF16 / AMX), else fp32
     "eval_every": 500,
     "block_size": 128,
     "d_model": 192,

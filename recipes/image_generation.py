@@ -9,7 +9,7 @@
 
 Same as ``panformer train image-generation`` with the defaults below; flags override them. The model:
 class token + 64 pixels in raster order, width 128, 4 pre-LN decoder layers, 4 heads (805 k
-parameters), dropout 0.1, AdamW + cosine, bf16 autocast, best checkpoint by validation bits/dim,
+parameters), dropout 0.1, AdamW + cosine, bf16 autocast where the CPU has it, best checkpoint by validation bits/dim,
 15 minutes at most. Afterwards a small ViT judge (1,000 steps, cached in RUN/judge) measures how
 often samples show the requested digit. bench/image_generation_digits.py runs it.
 """
@@ -26,7 +26,7 @@ DEFAULTS = {
     "warmup_steps": 100,
     "min_lr_ratio": 0.1,
     "weight_decay": 0.1,
-    "precision": "bf16",
+    "precision": "auto",  # bf16 where the hardware has it (CUDA with bf16, CPUs with AVX512-BF16 / AMX), else fp32
     "eval_every": 250,
     "d_model": 128,
     "n_heads": 4,

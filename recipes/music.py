@@ -6,7 +6,7 @@
     python recipes/music.py --max-time-minutes 5 --transpose 0
     python recipes/music.py --help                           # every option
 
-Same as ``panformer train music`` with the defaults below (bf16 autocast, 4 pre-LN layers x 192, context
+Same as ``panformer train music`` with the defaults below (bf16 autocast where the CPU has it, 4 pre-LN layers x 192, context
 256 events, dropout 0.1, random transposition by up to 5 semitones, 20 minutes at most); flags override
 them. Afterwards: ``panformer predict music --run DIR --num-samples 4`` writes MIDI files and piano rolls.
 """
@@ -23,7 +23,7 @@ DEFAULTS = {
     "warmup_steps": 100,
     "min_lr_ratio": 0.1,
     "weight_decay": 0.1,
-    "precision": "bf16",
+    "precision": "auto",  # bf16 where the hardware has it (CUDA with bf16, CPUs with AVX512-BF16 / AMX), else fp32
     "eval_every": 250,
     "block_size": 256,
     "d_model": 192,

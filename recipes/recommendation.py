@@ -7,7 +7,7 @@
     python recipes/recommendation.py --help                             # every option
 
 Same as ``panformer train recommendation`` with the defaults below (SASRec, softmax cross-entropy
-over the whole catalogue, bf16, an average of the weights, most-popular baseline); flags override them.
+over the whole catalogue, bf16 where the CPU has it, an average of the weights, most-popular baseline); flags override them.
 """
 import sys
 from pathlib import Path
@@ -31,7 +31,7 @@ DEFAULTS = {
     "schedule": "constant",
     "warmup_steps": 100,
     "ema_decay": 0.999,  # evaluate and keep the weight average: test HR@10 0.716 -> 0.724 (BENCHMARKS.md)
-    "precision": "bf16",
+    "precision": "auto",  # bf16 where the hardware has it (CUDA with bf16, CPUs with AVX512-BF16 / AMX), else fp32
     "max_eval_users": 10000,
     "early_stopping_patience": 10,
     "baseline": True,

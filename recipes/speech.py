@@ -20,7 +20,7 @@ DEFAULTS = {
     "lr": 1.5e-3,
     "schedule": "cosine",
     "warmup_steps": 300,
-    "precision": "bf16",
+    "precision": "auto",  # bf16 where the hardware has it (CUDA with bf16, CPUs with AVX512-BF16 / AMX), else fp32
     "d_model": 144,
     "n_layers": 6,
     "metric_for_best": "cer",

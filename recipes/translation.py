@@ -8,7 +8,7 @@
     python recipes/translation.py --help                # every option
 
 Same as ``panformer train translation`` with the defaults below (3+3 pre-LN layers of 256, joint BPE
-with tied embeddings, label smoothing 0.1, warm-up + inverse square root, bf16, 45 minutes at most,
+with tied embeddings, label smoothing 0.1, warm-up + inverse square root, bf16 where the CPU has it, 45 minutes at most,
 average of the last 5 epoch checkpoints, beam 5); flags override them.
 """
 import sys
@@ -23,7 +23,7 @@ DEFAULTS = {
     "schedule": "inverse_sqrt",
     "warmup_steps": 1000,
     "label_smoothing": 0.1,
-    "precision": "bf16",
+    "precision": "auto",  # bf16 where the hardware has it (CUDA with bf16, CPUs with AVX512-BF16 / AMX), else fp32
     "vocab_size": 8000,
     "d_model": 256,
     "n_heads": 4,

@@ -275,6 +275,36 @@ def test_devices_precision_and_blas_limit():
         assert float(np.ones((4, 4)).dot(np.ones(4)).sum()) == 16.0
 
 
+@pytest.mark.parametrize("flags, expected", [(set(), "fp32"), ({"avx2", "fma"}, "fp32"), ({"avx512f", "avx512_bf16"}, "bf16"),
+                                             ({"amx_bf16", "amx_tile"}, "bf16"), ({"asimd", "bf16"}, "bf16")])
+def test_precision_auto_follows_the_cpu(monkeypatch, capsys, flags, expected):
+    from panformer.core import runtime
+
+    monkeypatch.setattr(runtime, "_cpu_flags", lambda: frozenset(flags))
+    monkeypatch.setattr(runtime, "_WARNED_SLOW_BF16", set())
+    cpu = torch.device("cpu")
+    assert runtime.resolve_precision("auto", cpu) == expected
+    assert runtime.resolve_precision("fp32", cpu) == "fp32"
+    with autocast(cpu, "auto"):
+        assert (torch.ones(2, 2) @ torch.ones(2, 2)).dtype == (torch.bfloat16 if expected == "bf16" else torch.float32)
+    assert "warning" not in capsys.readouterr().err
+    # an explicit bf16 is kept, with one warning where it is slow
+    assert runtime.resolve_precision("bf16", cpu) == runtime.resolve_precision("bf16", cpu) == "bf16"
+    assert capsys.readouterr().err.count("warning: --precision bf16") == (expected == "fp32")
+    # the Trainer resolves auto once and reports what it used
+    result = Trainer(make_model(), args(precision="auto", epochs=1), make_data(16), collate, mse_loss).train()
+    assert result["precision"] == expected
+
+
+def test_cpu_flags_are_read_from_proc_cpuinfo():
+    from panformer.core import runtime
+
+    flags = runtime._cpu_flags()
+    if Path("/proc/cpuinfo").is_file() and os.uname().machine in ("x86_64", "AMD64"):
+        assert "sse2" in flags  # every x86-64 CPU has it: the parser found the flags line
+    assert runtime.native_bf16(torch.device("cpu")) == bool(flags & {"avx512_bf16", "amx_bf16", "bf16", "svebf16"})
+
+
 _PAGE_FAULTS_PER_STEP = """
 import resource, torch
 from panformer import core

@@ -27,6 +27,7 @@ def test_run_directory_layout(quick_run):
     for key in ("accuracy", "precision", "recall", "f1", "loss"):
         assert 0.0 <= m[key] <= (1.0 if key != "loss" else 10.0)
     assert m["split"] == "test" and m["num_params"] > 0
+    assert m["compute_precision"] == "fp32"  # the task's default; the recipes say auto
     assert m["accuracy"] > 0.55  # built-in snippets are balanced: chance is 0.5
 
 

@@ -18,7 +18,7 @@ from panformer.tasks.speech.ctc import (Lexicon, collapse_alignment, ctc_beam_de
 from panformer.tasks.speech.data import connect_digits, espeak_corpus, load_source, read_fsdd
 from panformer.tasks.speech.espeak import ESPEAK_RATE, espeak_synthesize
 from panformer.tasks.speech.frontend import (Conv2dSubsampling, LogMelFrontend, read_audio, resample, spec_augment,
-                                   subsampled_lengths)
+                                   speed_perturb, subsampled_lengths)
 
 FSDD = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "fsdd"
 
@@ -174,6 +174,48 @@ def test_audiofolder_manifest_and_saved_hf_dataset(tmp_path):
     ds.cast_column("audio", datasets.Audio(decode=False)).save_to_disk(str(tmp_path / "hf"))
     (u,) = load_source(str(tmp_path / "hf"), "--data")
     assert u.text == "one two" and u.audio()[0].ndim == 1
+
+
+def test_speed_perturbation_changes_tempo_and_pitch_together():
+    sr, n = 8000, 8000
+    tone = torch.sin(2 * torch.pi * 440 * torch.arange(n) / sr)
+    for factor in (0.9, 1.1):
+        y = speed_perturb(tone, factor)
+        assert abs(y.numel() - n / factor) <= 2  # 1.1x faster: 1/1.1 of the samples
+        peak_hz = np.abs(np.fft.rfft(y[200:-200].numpy())).argmax() * sr / (y.numel() - 400)
+        assert abs(peak_hz - 440 * factor) < 5  # and 1.1x the pitch (FFT bins are ~1 Hz wide here)
+    assert speed_perturb(tone, 1.0) is tone
+
+
+def test_speed_perturbed_training_copies(tmp_path):
+    from panformer.tasks import get_task
+    from panformer.tasks.cli import resolve_train_args
+
+    for d, spk, i in [(3, "ann", 0), (1, "ann", 1), (4, "ann", 2), (9, "ann", 3), (2, "ann", 4), (5, "ann", 5)]:
+        _wav(tmp_path / f"{d}_{spk}_{i}.wav", ["zero", "one", "two", "three", "four", "five", "six", "seven",
+                                                "eight", "nine"][d], sr=8000)
+    cls = get_task("speech")
+
+    def task(*flags):
+        args, _ = resolve_train_args(cls, ["--data", str(tmp_path), "--sample-rate", "8000", "--n-mels", "20",
+                                           "--valid-fraction", "0.34", "--test-fraction", "0", *flags])
+        t = cls(args)
+        t.load_data()
+        return t
+
+    plain, fast = task(), task("--speed-perturb", "0.2", "--speed-copies", "3")
+    n = len(plain.splits["train"])
+    assert len(fast.splits["train"]) == len(fast.features["train"]) == len(fast.texts["train"]) == 3 * n
+    assert fast.texts["train"] == plain.texts["train"] * 3
+    frames = [[f.size(0) for f in t.features["train"]] for t in (plain, fast)]
+    assert frames[1] != frames[0] * 3  # each copy at its own speed
+    ratios = [b / a for a, b in zip(frames[0] * 3, frames[1])]
+    assert min(ratios) > 1 / 1.2 - 0.05 and max(ratios) < 1 / 0.8 + 0.05
+    assert [f.size(0) for f in fast.features["valid"]] == [f.size(0) for f in plain.features["valid"]]  # eval as is
+    again = task("--speed-perturb", "0.2", "--speed-copies", "3")  # same seed, same speeds
+    assert [f.size(0) for f in again.features["train"]] == frames[1]
+    with pytest.raises(ConfigError, match="speed-perturb"):
+        task("--speed-copies", "2")
 
 
 def test_connected_digits_from_fsdd_named_folder(tmp_path):

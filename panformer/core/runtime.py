@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
 import os
 import random
 import sys
@@ -14,11 +15,14 @@ import torch
 from .errors import ConfigError
 
 __all__ = [
-    "PRECISIONS", "seed_everything", "resolve_device", "autocast", "limit_blas_threads",
+    "PRECISIONS", "seed_everything", "resolve_device", "native_bf16", "resolve_precision", "autocast", "limit_blas_threads",
     "retain_freed_memory", "capture_rng", "rng_state", "set_rng_state",
 ]
 
-PRECISIONS = ("fp32", "bf16")
+PRECISIONS = ("fp32", "bf16", "auto")
+
+# CPU features that give bf16 matrix products their own instructions (x86: AVX512-BF16, AMX; Arm: BF16 / SVE BF16).
+_BF16_CPU_FLAGS = {"avx512_bf16", "amx_bf16", "bf16", "svebf16"}
 
 
 def seed_everything(seed: int) -> None:
@@ -61,8 +65,59 @@ def resolve_device(name: str | torch.device = "auto") -> torch.device:
     return device
 
 
+@functools.lru_cache(maxsize=1)
+def _cpu_flags() -> frozenset[str]:
+    """The CPU's feature flags from ``/proc/cpuinfo`` (x86 ``flags``, Arm ``Features``); empty where unreadable."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key.strip().lower() in ("flags", "features"):
+                    return frozenset(value.split())
+    except OSError:
+        pass
+    return frozenset()
+
+
+def native_bf16(device: torch.device) -> bool:
+    """Whether ``device`` computes bf16 matrix products natively, i.e. faster than fp32.
+
+    CUDA: ``torch.cuda.is_bf16_supported()`` (Ampere and later). CPU: an AVX512-BF16, AMX or Arm BF16 flag in
+    ``/proc/cpuinfo`` (elsewhere: no). Without one, PyTorch falls back to a generic bf16 GEMM: on an AVX2-only
+    AMD EPYC a (4096 x 256) x (256 x 1024) product took 510 ms in bf16 against 65 ms in fp32 (BENCHMARKS.md).
+    """
+    if device.type == "cuda":
+        return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+    if device.type == "cpu":
+        return bool(_BF16_CPU_FLAGS & _cpu_flags())
+    return False
+
+
+_WARNED_SLOW_BF16: set[str] = set()
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """``"auto"`` -> ``"bf16"`` where :func:`native_bf16` says so, else ``"fp32"``; the others as given.
+
+    An explicit ``"bf16"`` on hardware without native bf16 is kept (a warning says it is slow there).
+    """
+    if precision not in PRECISIONS:
+        raise ConfigError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
+    if precision == "auto":
+        return "bf16" if native_bf16(device) else "fp32"
+    if precision == "bf16" and device.type in ("cpu", "cuda") and not native_bf16(device) \
+            and device.type not in _WARNED_SLOW_BF16:
+        _WARNED_SLOW_BF16.add(device.type)
+        what = "this CPU has no bf16 instructions (AVX512-BF16, AMX)" if device.type == "cpu" else "this GPU has no bf16"
+        print(f"[panformer] warning: --precision bf16, but {what}: bf16 matrix products run several times slower "
+              f"than fp32 here; use --precision auto (bf16 only where it is fast) or fp32", file=sys.stderr)
+    return precision
+
+
 def autocast(device: torch.device, precision: str = "fp32") -> ContextManager[Any]:
-    """Mixed-precision context: ``"fp32"`` -> no-op, ``"bf16"`` -> ``torch.autocast(bfloat16)``."""
+    """Mixed-precision context: ``"fp32"`` -> no-op, ``"bf16"`` -> ``torch.autocast(bfloat16)``, ``"auto"`` ->
+    whichever :func:`resolve_precision` picks for ``device``."""
+    precision = resolve_precision(precision, device)
     if precision == "fp32":
         return contextlib.nullcontext()
     if precision == "bf16":

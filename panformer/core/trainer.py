@@ -43,8 +43,8 @@ from .ema import WeightEMA
 from .errors import ConfigError, DataError
 from .optim import build_optimizer
 from .run_log import RunLogger
-from .runtime import (autocast, capture_rng, limit_blas_threads, resolve_device, retain_freed_memory, rng_state,
-                      seed_everything, set_rng_state)
+from .runtime import (autocast, capture_rng, limit_blas_threads, resolve_device, resolve_precision, retain_freed_memory,
+                      rng_state, seed_everything, set_rng_state)
 from .schedules import build_scheduler
 from .trainer_state import TrainState, find_checkpoint, read_checkpoint, write_checkpoint
 from .training_args import TrainingArguments, lower_is_better
@@ -77,7 +77,8 @@ Micro = tuple[list[int], int, float]  # (local indices, global batch size, loss 
 
 class Trainer:
     """See the module docstring. ``train()`` returns ``{"steps", "epochs", "best_metric", "best_step",
-    "train_time_s", "examples_per_s", "stopped_early", "last_metrics"}``."""
+    "train_time_s", "examples_per_s", "stopped_early", "last_metrics", "precision"}`` (``precision``: the one
+    used, ``auto`` resolved for the device)."""
 
     def __init__(self, model: nn.Module, args: TrainingArguments, train_data: Dataset,
                  collate_fn: Callable[[list], dict],
@@ -93,6 +94,7 @@ class Trainer:
         self.is_main = self.rank == 0
         if args.batch_size % self.world:
             raise ConfigError(f"batch_size ({args.batch_size}) must be divisible by the number of processes ({self.world})")
+        self.precision = resolve_precision(args.precision, self.device)  # "auto" -> bf16 | fp32 for this device
         self.model = model.to(self.device)
         self.ddp: nn.parallel.DistributedDataParallel | None = None
         if self.world > 1:
@@ -211,7 +213,7 @@ class Trainer:
         result = {"steps": st.step, "epochs": round(self.epoch_float, 4), "best_metric": st.best_metric,
                   "best_step": st.best_step, "train_time_s": st.train_time_s,
                   "examples_per_s": st.examples_seen / st.compute_time_s if st.compute_time_s else 0.0,
-                  "stopped_early": st.stopped_early, "last_metrics": dict(self.last_metrics)}
+                  "stopped_early": st.stopped_early, "last_metrics": dict(self.last_metrics), "precision": self.precision}
         for cb in self.callbacks:
             getattr(cb, "on_train_end", lambda t, r: None)(self, result)
         return result
@@ -268,7 +270,7 @@ class Trainer:
             batch = _to_device(next(batches), self.device, non_blocking)
             sync = model.no_sync() if self.ddp is not None and i < len(micro) - 1 else contextlib.nullcontext()
             with sync:
-                with autocast(self.device, self.args.precision):
+                with autocast(self.device, self.precision):
                     out = self.loss_fn(model, batch)
                 loss, extras = out if isinstance(out, tuple) else (out, None)
                 (loss * scale if scale != 1.0 else loss).backward()
@@ -343,7 +345,7 @@ class Trainer:
         eval_fn = self.eval_fn
 
         def run() -> dict[str, float]:
-            with torch.no_grad(), autocast(self.device, args.precision):
+            with torch.no_grad(), autocast(self.device, self.precision):
                 return {k: float(v) for k, v in eval_fn(self.model).items()}
         # with ema_decay the averaged weights are evaluated, selected and saved; training goes on from its own
         with self.ema.averaged(self.model) if self.ema is not None else contextlib.nullcontext():

@@ -46,7 +46,9 @@ class TrainingArguments:
         "help": "keep an exponential moving average of the weights with this decay (e.g. 0.999) and evaluate, "
                 "select and save it instead of the last weights; 0 disables"})
     grad_accum: int = field(default=1, metadata={"help": "micro-batches accumulated per optimizer step"})
-    precision: str = field(default="fp32", metadata={"help": "compute precision: " + " | ".join(PRECISIONS)})
+    precision: str = field(default="fp32", metadata={
+        "help": "compute precision: fp32 | bf16 (autocast) | auto (bf16 where the device computes it natively: CUDA "
+                "with bf16, CPUs with AVX512-BF16 / AMX; else fp32)"})
     device: str = field(default="auto", metadata={"help": "auto | cpu | cuda | cuda:N | mps"})
     seed: int = field(default=0, metadata={"help": "random seed (data order, dropout, initialisation)"})
     eval_every: int | None = field(default=None, metadata={

@@ -260,6 +260,8 @@ def train(task_name: str, argv: Sequence[str] = (), recipe_defaults: dict[str, A
         trainer = Trainer(model, targs, task.train_dataset(), task.collate, task.loss,
                           eval_fn=lambda m: task.evaluate(m, "valid"), run_dir=run_dir,
                           batch_sampler_fn=task.batch_sampler_fn())
+        if targs.precision == "auto":
+            _log(f"[{PROG}] precision auto: {trainer.precision} on {trainer.device.type}")
     except BaseException:
         if created and D.is_main_process():
             shutil.rmtree(run_dir, ignore_errors=True)
@@ -272,7 +274,8 @@ def train(task_name: str, argv: Sequence[str] = (), recipe_defaults: dict[str, A
         metrics: dict[str, Any] = dict(task.evaluate(model, split, out_dir=run_dir))
         metrics.update(split=split, num_params=n_params, train_time_s=round(summary.get("train_time_s", 0.0), 2),
                        train_steps=summary.get("steps"), best_step=summary.get("best_step"),
-                       examples_per_s=summary.get("examples_per_s"), total_time_s=round(time.time() - t0, 2))
+                       examples_per_s=summary.get("examples_per_s"), compute_precision=summary.get("precision"),
+                       total_time_s=round(time.time() - t0, 2))
         base = task.baseline(run_dir) if getattr(args, "baseline", False) else None
         if base:
             metrics["baseline"] = base

@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -24,7 +25,7 @@ from .arguments import MODEL_FIELDS, SpeechArguments, normalize_transcript
 from .data import Utterance, connect_digits, espeak_corpus, is_fsdd_folder, load_source, read_fsdd
 from .ctc import Lexicon
 from .decode import decode_batch, speech_metrics, write_predictions
-from .frontend import LogMelFrontend, read_audio, resample, subsampled_lengths
+from .frontend import LogMelFrontend, read_audio, resample, speed_perturb, subsampled_lengths
 from .model import SpeechRecognizer
 
 __all__ = ["SpeechTask", "SpeechArguments", "SpeechRecognizer"]
@@ -135,8 +136,21 @@ class SpeechTask(Task):
 
     def finish_splits(self) -> None:
         """Normalised transcripts and log-mel features of every split."""
+        a = self.args
+        if a.speed_copies < 1:
+            raise ConfigError(f"--speed-copies must be >= 1, got {a.speed_copies}")
+        if a.speed_copies > 1 and a.speed_perturb <= 0:
+            raise ConfigError("--speed-copies makes copies at new speeds: it needs --speed-perturb above 0")
+        if not 0.0 <= a.speed_perturb < 0.5:
+            raise ConfigError(f"--speed-perturb must be in [0, 0.5), got {a.speed_perturb}")
+        if a.speed_perturb > 0 and a.speed_copies > 1:
+            self.splits["train"] = self.splits["train"] * a.speed_copies
         self.texts = {k: [self._normalize(u) for u in v] for k, v in self.splits.items()}
-        self.features = {k: [self._featurize(u) for u in v] for k, v in self.splits.items()}
+        n_train = len(self.splits.get("train", []))
+        rng = np.random.default_rng([a.seed, 0x5EED])  # one speed per training utterance (and copy)
+        speeds = 1.0 + rng.uniform(-a.speed_perturb, a.speed_perturb, n_train) if a.speed_perturb > 0 else None
+        self.features = {k: [self._featurize(u, float(speeds[i]) if k == "train" and speeds is not None else 1.0)
+                             for i, u in enumerate(v)] for k, v in self.splits.items()}
 
     def _check_speakers(self, held: set[str], known: set[str]) -> None:
         missing = held - known
@@ -150,17 +164,18 @@ class SpeechTask(Task):
             raise DataError(f"{u.source}: empty transcript after normalisation ({u.text!r})")
         return text
 
-    def _featurize(self, u: Utterance) -> Tensor:
-        """Read, resample and featurise one utterance → (T, n_mels) float16; errors name its source."""
+    def _featurize(self, u: Utterance, speed: float = 1.0) -> Tensor:
+        """Read, resample and featurise one utterance (played ``speed`` times faster) → (T, n_mels) float16;
+        errors name its source."""
         wave, sr = u.audio()
-        return self.features_from_wave(wave, sr, u.source)
+        return self.features_from_wave(wave, sr, u.source, speed)
 
-    def features_from_wave(self, wave: Any, sr: int, source: str) -> Tensor:
+    def features_from_wave(self, wave: Any, sr: int, source: str, speed: float = 1.0) -> Tensor:
         fe, a = self._frontend(), self.args
         seconds = len(wave) / sr
         if seconds > a.max_seconds:
             raise DataError(f"{source}: {seconds:.1f} s of audio is longer than --max-seconds {a.max_seconds}")
-        x = resample(wave, sr, a.sample_rate)
+        x = speed_perturb(resample(wave, sr, a.sample_rate), speed)
         if x.numel() < fe.min_samples:
             raise DataError(f"{source}: {seconds * 1000:.0f} ms of audio is shorter than the "
                             f"{fe.min_samples / a.sample_rate * 1000:.0f} ms that one output frame of the 4x "

@@ -46,6 +46,11 @@ class SpeechArguments:
     n_mels: int = field(default=80, metadata={"help": "log-mel bins"})
     win_ms: float = field(default=25.0, metadata={"help": "analysis window (ms)"})
     hop_ms: float = field(default=10.0, metadata={"help": "frame hop (ms); the encoder runs at 4x this"})
+    speed_perturb: float = field(default=0.0, metadata={
+        "help": "training audio plays at a random speed in [1 - x, 1 + x] (tempo and pitch together, as Kaldi's speed "
+                "perturbation; one factor per training utterance and copy, drawn from --seed); 0 = off"})
+    speed_copies: int = field(default=1, metadata={
+        "help": "with --speed-perturb: featurise the training split this many times, each copy at new speeds"})
     spec_freq_masks: int = field(default=2, metadata={"help": "SpecAugment frequency masks per utterance (training only)"})
     spec_freq_width: int = field(default=15, metadata={"help": "SpecAugment: widest frequency mask (mel bins)"})
     spec_time_masks: int = field(default=2, metadata={"help": "SpecAugment time masks per utterance"})
@@ -75,6 +80,6 @@ class SpeechArguments:
 
 MODEL_FIELDS = ("builtin_size", "builtin_kind", "builtin_seed", "fsdd_mode", "connected_repeats", "connected_max_digits",
                 "test_speakers", "alphabet", "lowercase", "strip_punctuation", "sample_rate", "n_mels", "win_ms",
-                "hop_ms", "spec_freq_masks", "spec_freq_width", "spec_time_masks", "spec_time_width", "arch", "d_model",
+                "hop_ms", "speed_perturb", "speed_copies", "spec_freq_masks", "spec_freq_width", "spec_time_masks", "spec_time_width", "arch", "d_model",
                 "n_heads", "n_layers", "d_ff", "dropout", "conv_channels", "ctc_weight", "decoder_layers",
                 "audio_column", "text_column", "speaker_column", "max_seconds", "baseline")

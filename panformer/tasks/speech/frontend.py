@@ -17,7 +17,7 @@ from torch import Tensor, nn
 
 from panformer.core.errors import DataError
 
-__all__ = ["read_audio", "decode_audio_bytes", "resample", "LogMelFrontend", "spec_augment", "Conv2dSubsampling",
+__all__ = ["read_audio", "decode_audio_bytes", "resample", "speed_perturb", "LogMelFrontend", "spec_augment", "Conv2dSubsampling",
            "subsampled_lengths", "MIN_FRAMES"]
 
 MIN_FRAMES = 7  # feature frames needed for one position after 4x subsampling
@@ -74,6 +74,24 @@ def resample(wave: np.ndarray | Tensor, orig_sr: int, new_sr: int) -> Tensor:
     g = gcd(orig_sr, new_sr)
     x = wave.detach().cpu().numpy() if isinstance(wave, Tensor) else np.asarray(wave)
     return torch.from_numpy(resample_poly(x.astype(np.float32), new_sr // g, orig_sr // g).astype(np.float32))
+
+
+def speed_perturb(wave: Tensor, factor: float) -> Tensor:
+    """Play (N,) samples ``factor`` times faster → (about N / factor,) at the same sample rate: tempo and pitch
+    change together (Ko et al. 2015, Kaldi's speed perturbation). ``factor`` is rounded to 0.01, which keeps
+    the polyphase filter short (up 100, down 100 x factor)."""
+    k = int(round(factor * 100))
+    if k <= 0:
+        raise ValueError(f"speed factor must be positive, got {factor}")
+    if k == 100:
+        return wave
+    from math import gcd
+
+    from scipy.signal import resample_poly
+
+    g = gcd(100, k)
+    x = wave.detach().cpu().numpy().astype(np.float32)
+    return torch.from_numpy(resample_poly(x, 100 // g, k // g).astype(np.float32))
 
 
 class LogMelFrontend(nn.Module):
