@@ -17,6 +17,7 @@ from panformer.tasks.cli import main
 DEFAULTS = {
     "max_steps": 6000,
     "max_time_minutes": 20,
+    "schedule_clock": "first",  # the decay ends with the planned steps, or with the time limit on a slower machine
     "batch_size": 32,
     "lr": 1e-3,
     "schedule": "cosine",

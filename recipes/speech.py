@@ -25,6 +25,7 @@ DEFAULTS = {
     "n_layers": 6,
     "metric_for_best": "cer",
     "max_time_minutes": 20,
+    "schedule_clock": "first",  # the decay ends with the planned steps, or with the time limit on a slower machine
 }
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ DEFAULTS = {
     "reduction": 3,
     "metric_for_best": "mel_l1",
     "max_time_minutes": 60,
+    "schedule_clock": "first",  # the decay ends with the planned steps, or with the time limit on a slower machine
 }
 
 if __name__ == "__main__":

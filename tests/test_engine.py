@@ -127,6 +127,15 @@ def test_decay_follows_the_clock_with_a_progress_fn():
     assert cos(5) == pytest.approx(0.55)  # half the budget spent: half-way through the decay, whatever the step
     spent[0] = 1.0
     assert cos(6) == pytest.approx(0.1) and lr_lambda("linear", 0, None, progress_fn=lambda: 1.0)(3) == 0.0
+    # first: whichever of the planned steps (here 12) and the clock is further spent
+    spent[0] = 0.0
+    first = lr_lambda("linear", 2, 12, progress_fn=lambda: spent[0], first=True)
+    steps = lr_lambda("linear", 2, 12)
+    assert [first(k) for k in range(14)] == [steps(k) for k in range(14)]  # the clock behind: the steps rule
+    spent[0] = 0.75
+    assert first(3) == pytest.approx(0.25) and first(10) == pytest.approx(steps(10))  # 0.75 vs 0.2, then 0.9
+    with pytest.raises(ConfigError, match="total_steps"):
+        lr_lambda("cosine", 0, None, progress_fn=lambda: 0.0, first=True)
 
 
 # --- optimizer groups -----------------------------------------------------------------------------
@@ -525,35 +534,44 @@ def test_time_limit_stops_cleanly_and_still_evaluates(tmp_path):
                 make_eval(make_data(32, seed=1))).train()
 
 
-class _SlowSteps:
-    """Each step takes at least ``seconds``: a time budget then holds a known number of steps, give or take."""
+class _FakeClock:
+    """Every step takes exactly ``seconds`` of the Trainer's clock, however fast or loaded the machine is."""
 
     def __init__(self, seconds: float) -> None:
-        self.seconds = seconds
+        self.seconds, self.now = seconds, 0.0
+
+    def attach(self, trainer: Trainer) -> Trainer:
+        trainer._elapsed = lambda: self.now  # the clock the time budget and the time schedules read
+        trainer.callbacks.append(self)
+        return trainer
 
     def on_step_end(self, trainer, logs) -> None:
-        import time
-        time.sleep(self.seconds)
+        self.now += self.seconds
 
 
-@pytest.mark.parametrize("clock", ["steps", "time"])
-def test_schedule_clock_time_spreads_the_decay_over_the_budget(tmp_path, clock):
-    """--schedule-clock time with a 0.6 s budget and >= 0.05 s steps: about 10 of the 10,000 allowed steps run, and
-    the cosine must have decayed to (near) its end by the last of them; counted in steps it has barely begun."""
-    a = args(max_steps=10_000, max_time_minutes=0.01, schedule="cosine", warmup_steps=1, schedule_clock=clock,
+def _clock_run(tmp_path, clock: str, max_steps: int, minutes: float) -> tuple[dict, list[float]]:
+    a = args(max_steps=max_steps, max_time_minutes=minutes, schedule="cosine", warmup_steps=1, schedule_clock=clock,
              log_every=1, eval_every=None)
-    trainer = Trainer(make_model(), a, make_data(), collate, mse_loss, run_dir=tmp_path, callbacks=[_SlowSteps(0.05)])
+    trainer = _FakeClock(0.06).attach(Trainer(make_model(), a, make_data(), collate, mse_loss, run_dir=tmp_path))
     out = trainer.train()
-    lrs = [float(r["lr"]) for r in read_csv(tmp_path / "log.csv") if r["split"] == "train"]
-    assert 2 <= out["steps"] < 100 and len(lrs) == out["steps"]
-    if clock == "time":
-        # the last step starts after >= (0.6 s - one step) of the budget: progress >= 0.9 when steps take <= 0.06 s;
-        # even at 0.15 s a step (a loaded machine) it is >= 0.75, where the cosine is at <= 15 % of the peak
-        assert lrs[-1] < 0.2 * lrs[0] and lrs == sorted(lrs, reverse=True)
+    return out, [float(r["lr"]) for r in read_csv(tmp_path / "log.csv") if r["split"] == "train"]
+
+
+@pytest.mark.parametrize("clock", ["steps", "time", "first"])
+def test_schedule_clock_time_spreads_the_decay_over_the_budget(tmp_path, clock):
+    """A 0.6 s budget and steps of 0.06 s (a fake clock): 10-11 of the 10,000 allowed steps run. Following the clock
+    (time, and first, whose 10,000 planned steps are far behind it) the cosine has decayed to near its end by the
+    last of them; counted in steps it has barely begun."""
+    out, lrs = _clock_run(tmp_path / "a", clock, 10_000, 0.01)
+    assert 10 <= out["steps"] <= 11 and len(lrs) == out["steps"]
+    if clock in ("time", "first"):
+        assert lrs[-1] < 0.05 * lrs[0] and lrs == sorted(lrs, reverse=True)  # progress >= 0.9: cos at <= 2.5 %
     else:
         assert lrs[-1] > 0.99 * lrs[0]
+    if clock == "first":  # 12 planned steps that fit in the 10 minutes: the steps rule, as with --schedule-clock steps
+        assert _clock_run(tmp_path / "b", "first", 12, 10.0)[1] == _clock_run(tmp_path / "c", "steps", 12, 10.0)[1]
     with pytest.raises(ConfigError, match="needs max_time_minutes"):
-        TrainingArguments(schedule_clock="time")
+        TrainingArguments(schedule_clock=clock if clock != "steps" else "time")
 
 
 def test_custom_batch_sampler_and_no_eval(tmp_path):

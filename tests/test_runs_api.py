@@ -272,3 +272,24 @@ def test_a_clock_budget_recipe_gives_way_to_explicit_steps_or_epochs(recipe):
     _, t = resolve_train_args(cls, ["--max-steps", "50", "--schedule-clock", "time", "--max-time-minutes", "2"],
                               mod.DEFAULTS)
     assert (t.max_steps, t.schedule_clock, t.max_time_minutes) == (50, "time", 2)  # flags still win
+
+
+@pytest.mark.parametrize("recipe", ["speech", "music", "image_generation", "tts"])
+def test_a_recipe_with_planned_steps_and_a_time_limit_decays_by_whichever_ends_first(recipe):
+    """These recipes plan their steps (epochs or max_steps) and cap them with a time limit; their schedule follows
+    whichever is further spent, so on a slow machine the limit does not cut the decay off half-way. Explicit
+    ``--epochs`` / ``--max-steps`` count steps alone (reproducible step for step), the time limit kept."""
+    import importlib.util
+
+    from panformer.tasks import get_task
+    from panformer.tasks.cli import resolve_train_args
+
+    spec = importlib.util.spec_from_file_location(f"recipe_{recipe}", ROOT / "recipes" / f"{recipe}.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    cls = get_task(recipe.replace("_", "-"))
+    _, t = resolve_train_args(cls, [], mod.DEFAULTS)
+    assert t.schedule_clock == "first" and t.max_time_minutes == mod.DEFAULTS["max_time_minutes"]
+    assert t.schedule in ("cosine", "linear")  # a decay that has an end to reach
+    _, t = resolve_train_args(cls, ["--max-steps", "50"], mod.DEFAULTS)
+    assert (t.max_steps, t.schedule_clock, t.max_time_minutes) == (50, "steps", mod.DEFAULTS["max_time_minutes"])

@@ -14,6 +14,9 @@ is wasted at ``lr = 0``.
 The decay of ``cosine`` and ``linear`` follows the optimizer steps by default. With ``progress_fn`` (a
 function returning the fraction of a wall-clock budget spent, 0..1) it follows the clock instead: the lr
 reaches its end value when the budget is spent, however many steps that took (``--schedule-clock time``).
+With both ``total_steps`` and ``progress_fn`` and ``first=True`` it follows whichever budget is further
+spent (``--schedule-clock first``): the planned steps on a machine fast enough to finish them in time, the
+clock on one that is not, so the decay is never cut off half-way by the time limit.
 """
 from __future__ import annotations
 
@@ -35,7 +38,8 @@ def _warmup(s: int, w: int) -> float:
 
 
 def lr_lambda(name: str, warmup_steps: int, total_steps: int | None = None,
-              min_lr_ratio: float = 0.0, progress_fn: Callable[[], float] | None = None) -> Callable[[int], float]:
+              min_lr_ratio: float = 0.0, progress_fn: Callable[[], float] | None = None,
+              first: bool = False) -> Callable[[int], float]:
     """Return ``f(k) -> multiplier`` for schedule ``name`` (see the module docstring)."""
     if name not in SCHEDULES:
         raise ConfigError(f"unknown schedule {name!r}; choose one of {', '.join(SCHEDULES)}")
@@ -56,12 +60,16 @@ def lr_lambda(name: str, warmup_steps: int, total_steps: int | None = None,
     if name == "constant":
         return lambda k: _warmup(k + 1, w)
 
-    if progress_fn is None and (total_steps is None or total_steps < 1):
+    if (progress_fn is None or first) and (total_steps is None or total_steps < 1):
         raise ConfigError(f"schedule {name!r} needs total_steps >= 1, got {total_steps}")
     decay_steps = max((total_steps or 1) - w, 1)
 
     def progress(s: int) -> float:
-        return min(max(progress_fn() if progress_fn is not None else (s - w) / decay_steps, 0.0), 1.0)
+        if progress_fn is None:
+            p = (s - w) / decay_steps
+        else:
+            p = max(progress_fn(), (s - w) / decay_steps) if first else progress_fn()
+        return min(max(p, 0.0), 1.0)
 
     if name == "cosine":
         def cosine(k: int) -> float:
@@ -78,10 +86,11 @@ def lr_lambda(name: str, warmup_steps: int, total_steps: int | None = None,
 
 
 def build_scheduler(optimizer: Optimizer, name: str, warmup_steps: int, total_steps: int | None = None,
-                    min_lr_ratio: float = 0.0, progress_fn: Callable[[], float] | None = None) -> LambdaLR:
+                    min_lr_ratio: float = 0.0, progress_fn: Callable[[], float] | None = None,
+                    first: bool = False) -> LambdaLR:
     """A :class:`LambdaLR` for ``name``; call ``scheduler.step()`` once per optimizer step.
 
     Its ``state_dict()`` holds only counters (the lambdas are plain functions), so it round-trips
     through ``torch.load(weights_only=True)``.
     """
-    return LambdaLR(optimizer, lr_lambda(name, warmup_steps, total_steps, min_lr_ratio, progress_fn))
+    return LambdaLR(optimizer, lr_lambda(name, warmup_steps, total_steps, min_lr_ratio, progress_fn, first))

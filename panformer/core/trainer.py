@@ -112,7 +112,8 @@ class Trainer:
         self.total_steps = args.max_steps or args.epochs * self.steps_per_epoch
         self.scheduler = build_scheduler(self.optimizer, args.schedule, args.warmup_steps, self.total_steps,
                                          args.min_lr_ratio,
-                                         self._time_progress if args.schedule_clock == "time" else None)
+                                         self._time_progress if args.schedule_clock in ("time", "first") else None,
+                                         first=args.schedule_clock == "first")
         self.state = TrainState()
         self.should_stop = False
         self.last_metrics: dict[str, float] = {}
@@ -222,7 +223,7 @@ class Trainer:
         return self._time_before + time.perf_counter() - self._t0
 
     def _time_progress(self) -> float:
-        """The fraction of ``max_time_minutes`` spent (``schedule_clock`` time); 0 before training starts."""
+        """The fraction of ``max_time_minutes`` spent (``schedule_clock`` time / first); 0 before training starts."""
         if not hasattr(self, "_t0"):
             return 0.0
         spent = min(self._elapsed() / (60 * self.args.max_time_minutes), 1.0)

@@ -38,7 +38,8 @@ class TrainingArguments:
     warmup_steps: int = field(default=0, metadata={"help": "linear warm-up steps (the peak lr is reached at this step)"})
     schedule_clock: str = field(default="steps", metadata={
         "help": "what the cosine / linear decay follows: steps (max_steps, else epochs) | time (max_time_minutes: the lr "
-                "reaches its end when the time budget is spent, however many steps fit; such runs are not bit-reproducible)"})
+                "reaches its end when the time budget is spent, however many steps fit; such runs are not bit-reproducible) "
+                "| first (whichever of the two is further spent: the steps where they fit in the time, else the clock)"})
     min_lr_ratio: float = field(default=0.0, metadata={"help": "final lr of the cosine schedule, as a fraction of lr"})
     label_smoothing: float = field(default=0.0, metadata={"help": "label smoothing of the task's cross-entropy"})
     grad_clip: float | None = field(default=1.0, metadata={"help": "max global gradient norm; None disables clipping"})
@@ -85,10 +86,11 @@ class TrainingArguments:
                 raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.schedule not in SCHEDULES:
             raise ConfigError(f"schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
-        if self.schedule_clock not in ("steps", "time"):
-            raise ConfigError(f"schedule_clock must be steps or time, got {self.schedule_clock!r}")
-        if self.schedule_clock == "time" and self.max_time_minutes is None:
-            raise ConfigError("schedule_clock time needs max_time_minutes: the budget the schedule spreads over")
+        if self.schedule_clock not in ("steps", "time", "first"):
+            raise ConfigError(f"schedule_clock must be steps, time or first, got {self.schedule_clock!r}")
+        if self.schedule_clock in ("time", "first") and self.max_time_minutes is None:
+            raise ConfigError(f"schedule_clock {self.schedule_clock} needs max_time_minutes: the budget the schedule "
+                              f"spreads over")
         if self.precision not in PRECISIONS:
             raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         if not 0.0 <= self.ema_decay < 1.0:

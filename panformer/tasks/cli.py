@@ -69,10 +69,13 @@ def budget_layer(layer: dict[str, Any], explicit: dict[str, Any]) -> dict[str, A
     """A layer of settings (a recipe's defaults, ``--quick``'s) as it applies under the ``explicit`` options.
     A layer whose length is a wall-clock budget (``schedule_clock`` time: ``max_time_minutes``, the lr schedule
     spread over it) gives way to an explicit ``--max-steps`` or ``--epochs``: that step count replaces the
-    budget, which makes the run reproducible step for step (what tests want)."""
-    if layer.get("schedule_clock") != "time" or not {"max_steps", "epochs"} & set(explicit):
+    budget, which makes the run reproducible step for step (what tests want). A layer whose schedule follows
+    whichever budget is further spent (``schedule_clock`` first) follows the steps alone then, its time limit kept."""
+    clock = layer.get("schedule_clock")
+    if clock not in ("time", "first") or not {"max_steps", "epochs"} & set(explicit):
         return layer
-    return {k: v for k, v in layer.items() if k not in ("max_time_minutes", "schedule_clock", "max_steps")}
+    dropped = ("max_time_minutes", "schedule_clock", "max_steps") if clock == "time" else ("schedule_clock",)
+    return {k: v for k, v in layer.items() if k not in dropped}
 
 
 def resolve_train_args(task_cls: type, argv: Sequence[str], recipe_defaults: dict[str, Any] | None = None):
