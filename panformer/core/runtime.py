@@ -83,8 +83,9 @@ def native_bf16(device: torch.device) -> bool:
     """Whether ``device`` computes bf16 matrix products natively, i.e. faster than fp32.
 
     CUDA: ``torch.cuda.is_bf16_supported()`` (Ampere and later). CPU: an AVX512-BF16, AMX or Arm BF16 flag in
-    ``/proc/cpuinfo`` (elsewhere: no). Without one, PyTorch falls back to a generic bf16 GEMM: on an AVX2-only
-    AMD EPYC a (4096 x 256) x (256 x 1024) product took 510 ms in bf16 against 65 ms in fp32 (BENCHMARKS.md).
+    ``/proc/cpuinfo`` (where it cannot be read: no). Without one, PyTorch falls back to a generic bf16 GEMM: on an
+    AVX2-only AMD EPYC a (4096 x 256) x (256 x 1024) product took 365 ms in bf16 against 64 ms in fp32, a GPT
+    training step 21.6 s against 3.0 s (``bench/precision_auto.py``, BENCHMARKS.md).
     """
     if device.type == "cuda":
         return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
@@ -108,7 +109,8 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     if precision == "bf16" and device.type in ("cpu", "cuda") and not native_bf16(device) \
             and device.type not in _WARNED_SLOW_BF16:
         _WARNED_SLOW_BF16.add(device.type)
-        what = "this CPU has no bf16 instructions (AVX512-BF16, AMX)" if device.type == "cpu" else "this GPU has no bf16"
+        what = ("no bf16 instructions (AVX512-BF16, AMX) were found on this CPU" if device.type == "cpu"
+                else "this GPU has no bf16")
         print(f"[panformer] warning: --precision bf16, but {what}: bf16 matrix products run several times slower "
               f"than fp32 here; use --precision auto (bf16 only where it is fast) or fp32", file=sys.stderr)
     return precision
