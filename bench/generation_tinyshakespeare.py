@@ -25,6 +25,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.machine import describe  # noqa: E402
+
 from recipes.generation import DEFAULTS  # noqa: E402
 from panformer.tasks.cli import train  # noqa: E402
 
@@ -116,6 +118,7 @@ def main() -> None:
     run_dir = Path(a.run_dir or ROOT / "runs" / f"bench-tinyshakespeare-{a.tag}")
     argv = ["--data", a.data, "--max-time-minutes", str(a.minutes), "--out", str(run_dir), "--overwrite",
             "--progress", "false", "--prompt", "ROMEO:", "--max-new-tokens", "300", *a.extra]
+    machine = describe()  # before the run: CPU, bf16 flags, fp32 speed, load (bench/machine.py)
     t0 = time.time()
     m = train("generation", argv, recipe_defaults=DEFAULTS)
     summary = {
@@ -126,6 +129,7 @@ def main() -> None:
         "run_dir": str(run_dir), "target": "val_loss <= 1.48 within 15 minutes (issue 18; the nanoGPT configuration 1.509 at 12 min here)",
         "step_time": steps,
     }
+    summary["machine"] = machine
     print(json.dumps(summary, indent=2))
     out = ROOT / "bench" / "out" / f"generation_tinyshakespeare_{a.tag}.json"
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -30,6 +30,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.machine import describe  # noqa: E402
+
 from panformer.tasks.cli import load_runs, train  # noqa: E402
 
 VARIANTS = ["--tokenizer wordpiece", "--tokenizer bpe", "--tokenizer word"]
@@ -85,6 +87,7 @@ def main() -> None:
             "--metric-for-best", "accuracy", "--progress", "false", "--overwrite"]
     variants = a.variant or VARIANTS
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
+    machine = describe()  # before the run: CPU, bf16 flags, fp32 speed, load (bench/machine.py)
     t0 = time.time()
     if a.members == 1:
         runs = [a.out]
@@ -122,6 +125,7 @@ def main() -> None:
     Path("bench/out").mkdir(parents=True, exist_ok=True)
     name = "sentiment_sst2" + (f"_ens{a.members}" if a.members > 1 else "")
     name += (f"_seed{a.first_seed}" if a.first_seed else "") + ".json"
+    summary["machine"] = machine
     Path("bench/out", name).write_text(json.dumps(summary, indent=2))
     print(json.dumps(summary, indent=2))
 

@@ -23,6 +23,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.machine import describe  # noqa: E402
+
 # (--decode, --lexicon, label): best path, free prefix beam search, beam search over the training words
 DECODINGS = (("greedy", "none", "greedy"), ("beam", "none", "beam"), ("beam", "train", "beam_lexicon"))
 
@@ -47,6 +49,7 @@ def main() -> None:
             "--threads", str(a.threads), "--precision", a.precision, "--max-time-minutes", str(a.minutes),
             "--epochs", "60", "--batch-size", "32", "--lr", "1.5e-3", "--warmup-steps", "300",
             "--connected-repeats", "4", "--eval-every", "200", "--out", str(run), "--overwrite", "--progress", "false", *a.extra]
+    machine = describe()  # before the run: CPU, bf16 flags, fp32 speed, load (bench/machine.py)
     t0 = time.time()
     metrics = train("speech", argv)
     task, model = load_run(run, "cpu")
@@ -72,6 +75,7 @@ def main() -> None:
         single = cls(args)
         single.load_data()
         result["mfcc_svm_single_digit_held_out_speaker"] = single.baseline()
+    result["machine"] = machine
     result["total_time_s"] = round(time.time() - t0, 1)
     out = ROOT / "bench" / "out" / f"speech_fsdd_{a.tag}.json"
     out.write_text(json.dumps(result, indent=2))

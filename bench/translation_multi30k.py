@@ -20,6 +20,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.machine import describe  # noqa: E402
+
 from recipes.translation import DEFAULTS  # noqa: E402
 from panformer.tasks.cli import train  # noqa: E402
 
@@ -39,6 +41,7 @@ def main() -> None:
     argv = ["--data", str(d / "train"), "--valid-data", str(d / "val"), "--test-data", str(d / "test_2016_flickr"),
             "--source-lang", "de", "--target-lang", "en", "--max-time-minutes", str(a.minutes),
             "--out", str(run_dir), "--overwrite", "--progress", "false", *a.extra]
+    machine = describe()  # before the run: CPU, bf16 flags, fp32 speed, load (bench/machine.py)
     t0 = time.time()
     m = train("translation", argv, recipe_defaults=DEFAULTS)
     summary = {
@@ -50,6 +53,7 @@ def main() -> None:
         "num_params": m["num_params"], "total_time_s": round(time.time() - t0, 1), "run_dir": str(run_dir),
         "target": "bleu_beam >= 35 within 45 minutes",
     }
+    summary["machine"] = machine
     print(json.dumps(summary, indent=2))
     out = ROOT / "bench" / "out" / f"translation_multi30k_{a.tag}.json"
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -33,6 +33,8 @@ from torch import nn
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.machine import describe  # noqa: E402
+
 from panformer.core.runtime import autocast, seed_everything  # noqa: E402
 from panformer.core.trainer import Trainer, TrainingArguments  # noqa: E402
 from panformer.tasks.cli import resolve_train_args, train  # noqa: E402
@@ -131,6 +133,7 @@ def main() -> int:
     task = VitTask(args)
     task.load_data()
     task.fit_assets()
+    machine = describe()  # before the run: CPU, bf16 flags, fp32 speed, load (bench/machine.py)
     t0 = time.time()
     svc = run_svc(task)
     vit_epochs, st = a.epochs, None
@@ -158,6 +161,7 @@ def main() -> int:
     }
     out = ROOT / "bench" / "out" / (f"vit_digits-{a.tag}.json" if a.tag else "vit_digits.json")
     out.parent.mkdir(parents=True, exist_ok=True)
+    result["machine"] = machine
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
     return 0
