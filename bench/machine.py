@@ -14,7 +14,7 @@ import time
 
 import torch
 
-from panformer.core.runtime import _cpu_flags, native_bf16
+from panformer.core.runtime import _BF16_CPU_FLAGS, _cpu_flags, native_bf16
 
 __all__ = ["describe"]
 
@@ -42,7 +42,7 @@ def _fp32_gflops(seconds: float = 0.3, n: int = 1024) -> float:
 
 def describe() -> dict:
     return {"cpu": _cpu_model(), "cores": os.cpu_count(),
-            "bf16_flags": sorted(_cpu_flags() & {"avx512_bf16", "amx_bf16", "bf16", "svebf16"}),
+            "bf16_flags": sorted(_cpu_flags() & _BF16_CPU_FLAGS),
             "native_bf16": native_bf16(torch.device("cpu")), "torch": torch.__version__,
             "threads": torch.get_num_threads(), "fp32_gflops": _fp32_gflops(),
             "load_1min": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None}

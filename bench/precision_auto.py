@@ -24,8 +24,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from panformer.core.optim import build_optimizer  # noqa: E402
-from panformer.core.runtime import (_cpu_flags, autocast, limit_blas_threads, native_bf16, resolve_precision,  # noqa: E402
-                                    retain_freed_memory)
+from panformer.core.runtime import (_BF16_CPU_FLAGS, _cpu_flags, autocast, limit_blas_threads,  # noqa: E402
+                                    native_bf16, resolve_precision, retain_freed_memory)
 
 CPU = torch.device("cpu")
 
@@ -84,7 +84,7 @@ def main() -> None:
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     retain_freed_memory()
-    flags = sorted(_cpu_flags() & {"avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile", "bf16", "svebf16"})
+    flags = sorted(_cpu_flags() & ({"avx2", "avx512f", "amx_tile"} | _BF16_CPU_FLAGS))
     with limit_blas_threads():
         out = {"benchmark": "precision_auto", "tag": a.tag, "cpu_flags": flags, "native_bf16": native_bf16(CPU),
                "auto_picks": resolve_precision("auto", CPU), "threads": a.threads,

@@ -118,8 +118,10 @@ def resolve_precision(precision: str, device: torch.device) -> str:
 
 def autocast(device: torch.device, precision: str = "fp32") -> ContextManager[Any]:
     """Mixed-precision context: ``"fp32"`` -> no-op, ``"bf16"`` -> ``torch.autocast(bfloat16)``, ``"auto"`` ->
-    whichever :func:`resolve_precision` picks for ``device``."""
-    precision = resolve_precision(precision, device)
+    whichever :func:`resolve_precision` picks for ``device``. Called every training step: only ``"auto"`` is
+    resolved here (the Trainer resolves, and warns, once)."""
+    if precision == "auto":
+        precision = resolve_precision(precision, device)
     if precision == "fp32":
         return contextlib.nullcontext()
     if precision == "bf16":
