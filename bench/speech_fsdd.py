@@ -10,7 +10,7 @@ MFCC + SVM baseline on the same speaker split (the guide: 99.2 % random split, 6
     python bench/speech_fsdd.py --tag sp -- --speed-perturb 0.1   # more `panformer train speech` flags after --
 
 A model trained with an attention decoder (``--ctc-weight`` below 1) is also scored with ``--decode attention``
-and ``joint`` (no word list either).
+and ``joint`` (no word list either); one that writes BPE units (``--units bpe``) has no word-list decoding.
 """
 from __future__ import annotations
 
@@ -27,6 +27,15 @@ from bench.machine import describe  # noqa: E402
 
 # (--decode, --lexicon, label): best path, free prefix beam search, beam search over the training words
 DECODINGS = (("greedy", "none", "greedy"), ("beam", "none", "beam"), ("beam", "train", "beam_lexicon"))
+
+
+def decodings(task, model) -> tuple[tuple[str, str, str], ...]:
+    """The decodings a trained speech model can be scored with: the word list spells characters (char units
+    only); a model with an attention decoder adds attention and joint decoding."""
+    chosen = DECODINGS if task.args.units == "char" else DECODINGS[:2]
+    if getattr(model, "decoder", None) is not None:
+        chosen += (("attention", "none", "attention"), ("joint", "none", "joint"))
+    return chosen
 
 
 def main() -> None:
@@ -57,9 +66,7 @@ def main() -> None:
     result = {"benchmark": "speech_fsdd_connected", "tag": a.tag, "held_out_speaker": a.speaker,
               "train_time_s": metrics["train_time_s"], "train_steps": metrics["train_steps"],
               "num_params": metrics["num_params"], "sizes": {k: len(v) for k, v in task.splits.items()}}
-    decodings = DECODINGS + ((("attention", "none", "attention"), ("joint", "none", "joint"))
-                             if getattr(model, "decoder", None) is not None else ())
-    for decode, lexicon, label in decodings:
+    for decode, lexicon, label in decodings(task, model):
         task.args.decode, task.args.lexicon = decode, lexicon
         for split, name in (("test_seen", "seen_speakers"), ("test", "held_out_speaker")):
             m = task.evaluate(model, split)

@@ -310,6 +310,34 @@ def test_hybrid_ctc_attention_model_decodes(tmp_path):
         assert len(hyps) == len(task.splits["valid"]) and all(isinstance(h, str) for h in hyps)
 
 
+def test_bpe_units_cover_the_alphabet_reload_and_refuse_a_lexicon(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", "speech", "--quick", "--builtin-size", "40", "--units", "bpe", "--vocab-size", "64",
+                 "--max-steps", "2", "--eval-every", "2", "--out", str(out), "--progress", "false"]) == 0
+    task, model = load_run(out, "cpu")
+    task.load_data()
+    assert task.args.units == "bpe"  # a model field: the run is read back with its units
+    tok = task.tokenizer
+    assert 5 + 28 <= tok.vocab_size <= 64  # specials and every --alphabet character, then merges up to the cap
+    assert task._model_alphabet() == set("abcdefghijklmnopqrstuvwxyz' ")  # even letters no transcript has
+    texts = task.texts["train"]
+    encoded = tok.encode_batch(texts)
+    assert [tok.decode(ids) for ids in encoded] == texts  # exact round trip
+    # merges learned from these texts shorten them: a unit per character plus the word marks would be
+    # len(text) + 1; the 31 merges the cap leaves make each of the ten digit words at most a few units
+    assert all(len(ids) <= len(t) for ids, t in zip(encoded, texts))
+    assert sum(map(len, encoded)) < 0.7 * sum(map(len, texts)), (sum(map(len, encoded)), sum(map(len, texts)))
+    assert tok.decode(tok.encode("quiz jqx")) == "quiz jqx"  # words never seen are still spelled
+    hyps, loss = task.transcribe(model, task._encode("valid"))
+    assert len(hyps) == len(task.splits["valid"]) and np.isfinite(loss)
+    task.args.decode, task.args.lexicon = "beam", "train"
+    with pytest.raises(ConfigError, match="--units char"):
+        task.transcribe(model, task._encode("valid"))
+    capsys.readouterr()
+    assert main(["train", "speech", "--quick", "--units", "bpe", "--vocab-size", "20", "--out", str(tmp_path / "x")]) == 2
+    assert "--vocab-size 20" in capsys.readouterr().err
+
+
 # -- bad input → one clear line, exit 2, no run directory -----------------------------------------
 def _fails(tmp_path, capsys, data_args: list[str], match: str) -> None:
     out = tmp_path / "run"
@@ -337,5 +365,7 @@ def test_bad_input_is_reported_clearly(tmp_path, capsys):
     sf.write(tmp_path / "short.wav", np.zeros(800, np.float32), 16000)  # 50 ms
     _fails(tmp_path, capsys, ["--data", str(_manifest(tmp_path, good + [("short.wav", "one")]))], "shorter than")
     _fails(tmp_path, capsys, ["--data", str(_manifest(tmp_path, good + [("g1.wav", "call 911")]))], "'19'")
+    _fails(tmp_path, capsys, ["--data", str(_manifest(tmp_path, good + [("g1.wav", "call 911")])), "--units", "bpe",
+                              "--vocab-size", "64"], "'19'")  # checked before BPE would learn units from them
     _fails(tmp_path, capsys, ["--data", str(_manifest(tmp_path, good)), "--test-speakers", "zed"], "zed")
     _fails(tmp_path, capsys, ["--data", str(tmp_path / "missing.csv")], "missing.csv")

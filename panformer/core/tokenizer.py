@@ -160,6 +160,7 @@ def train_tokenizer(
     vocab_size: int = 8000,
     lowercase: bool = False,
     min_frequency: int = 2,
+    initial_alphabet: Iterable[str] = (),
 ) -> TextTokenizer:
     """Train a tokenizer on ``texts``: a list, or any iterable read once (e.g. a generator over files larger
     than memory; the result does not depend on the texts' order).
@@ -167,6 +168,7 @@ def train_tokenizer(
     bpe: SentencePiece-style BPE (Metaspace), exact round trip, for translation and generation.
     wordpiece: BERT-style (punctuation split, ## continuations), for classification.
     char: one token per character (vocab = every character seen). word: whole words.
+    ``initial_alphabet`` (bpe): characters that get a token even if ``texts`` lack them (a space is "▁").
     """
     length = len(texts) if isinstance(texts, Sequence) else None  # only for progress reporting
     if kind == "char":
@@ -187,8 +189,9 @@ def train_tokenizer(
         tok = Tokenizer(models.BPE(unk_token="<unk>"))
         tok.pre_tokenizer = pre_tokenizers.Metaspace()
         tok.decoder = decoders.Metaspace()
+        alphabet = sorted({"\u2581" if c == " " else c for c in initial_alphabet})
         trainer = trainers.BpeTrainer(vocab_size=vocab_size, min_frequency=min_frequency, special_tokens=SPECIAL_TOKENS,
-                                      show_progress=False)
+                                      initial_alphabet=alphabet, show_progress=False)
     elif kind == "wordpiece":
         # WordPieceTrainer (and BPE with a "##" prefix) break count ties by ids handed out in hash order:
         # a different vocabulary each process. Train plain BPE over words marked with "▁" (deterministic:

@@ -1,5 +1,5 @@
-"""Speech-to-text on the core encoder: log-mel front end, 4x conv subsampling, CTC over characters
-(greedy / prefix beam search), optionally a jointly trained attention decoder; WER / CER / exact match.
+"""Speech-to-text on the core encoder: log-mel front end, 4x conv subsampling, CTC over characters or
+BPE units (greedy / prefix beam search), optionally a jointly trained attention decoder; WER / CER / exact match.
 
 Data: built-in espeak-ng speech, FSDD folders (connected digits or single digits), Hugging Face
 ``audiofolder`` folders, CSV/TSV/JSONL manifests and Hugging Face datasets; see ``docs/tasks/speech.md``.
@@ -188,7 +188,17 @@ class SpeechTask(Task):
             chars = sorted({c for t in self.texts["train"] for c in t})
         else:
             chars = sorted(set(a.alphabet))
-        self.tokenizer = train_tokenizer(["".join(chars)], "char")
+        units = getattr(a, "units", "char")
+        if units == "char":
+            self.tokenizer = train_tokenizer(["".join(chars)], "char")
+        elif units == "bpe":
+            if a.vocab_size < len(SPECIAL_TOKENS) + len(chars):
+                raise ConfigError(f"--vocab-size {a.vocab_size} is below the {len(SPECIAL_TOKENS)} special tokens "
+                                  f"and {len(chars)} characters that --units bpe keeps; raise it")
+            self._check_alphabet(["train"], set(chars))  # before BPE learns units from characters outside it
+            self.tokenizer = train_tokenizer(self.texts["train"], "bpe", a.vocab_size, initial_alphabet=chars)
+        else:
+            raise ConfigError(f"--units must be char or bpe, got {units!r}")
         self.train_words = _words(self.texts["train"])
         self._check_alphabet()
         self._checked = True
@@ -199,8 +209,13 @@ class SpeechTask(Task):
         if splits is None:
             self._checked = True
 
-    def _check_alphabet(self, splits: Sequence[str] | None = None) -> None:
+    def _model_alphabet(self) -> set[str]:
+        """The characters the model can write: its one-character units (BPE's word mark "▁" is the space)."""
         vocab = set(self.tokenizer.tok.get_vocab()) - set(SPECIAL_TOKENS)
+        return {" " if t == "\u2581" else t for t in vocab if len(t) == 1}
+
+    def _check_alphabet(self, splits: Sequence[str] | None = None, vocab: set[str] | None = None) -> None:
+        vocab = self._model_alphabet() if vocab is None else vocab
         for split, texts in self.texts.items():
             if splits is not None and split not in splits:
                 continue
@@ -224,6 +239,10 @@ class SpeechTask(Task):
         choice = self.args.lexicon
         if choice == "none":
             return None
+        units = getattr(self.args, "units", "char")
+        if units != "char":
+            raise ConfigError(f"--lexicon spells words character by character: it needs a model trained with "
+                              f"--units char, and this one writes {units} units")
         if choice == "train":
             words, what = getattr(self, "train_words", []), f"the run's {LEXICON_FILE}"
             if not words and "train" in getattr(self, "texts", {}):  # a run saved before lexicon.txt existed
@@ -266,7 +285,7 @@ class SpeechTask(Task):
         if len(dropped) > 0.1 * len(self.splits["train"]):
             u, T, need = dropped[0]
             raise DataError(f"{len(dropped)} of {len(self.splits['train'])} training transcripts are too long for "
-                            f"their audio, e.g. {u.source}: {need} characters/blanks but {T} encoder frames "
+                            f"their audio, e.g. {u.source}: {need} units/blanks but {T} encoder frames "
                             f"(one per {4 * self.args.hop_ms:.0f} ms); lower --hop-ms or check the transcripts")
         if dropped:
             import sys

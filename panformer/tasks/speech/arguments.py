@@ -38,6 +38,11 @@ class SpeechArguments:
     speaker_column: str | None = field(default=None, metadata={"help": "speaker column (default: speaker_id, speaker, client_id if present)"})
     alphabet: str = field(default=DEFAULT_ALPHABET, metadata={
         "help": "characters the model writes (after normalisation); 'auto': those of the training transcripts"})
+    units: str = field(default="char", metadata={
+        "help": "what the model writes: char (one unit per character of --alphabet) | bpe (SentencePiece-style BPE "
+                "learned on the training transcripts, at most --vocab-size units, as fairseq's and ESPnet's speech "
+                "recipes use; --lexicon needs char)"})
+    vocab_size: int = field(default=256, metadata={"help": "--units bpe: most units (specials and characters included)"})
     lowercase: bool = field(default=True, metadata={"help": "lowercase transcripts"})
     strip_punctuation: bool = field(default=True, metadata={"help": "remove punctuation from transcripts"})
     max_seconds: float = field(default=30.0, metadata={"help": "reject clips longer than this (seconds)"})
@@ -79,7 +84,7 @@ class SpeechArguments:
 
 
 MODEL_FIELDS = ("builtin_size", "builtin_kind", "builtin_seed", "fsdd_mode", "connected_repeats", "connected_max_digits",
-                "test_speakers", "alphabet", "lowercase", "strip_punctuation", "sample_rate", "n_mels", "win_ms",
+                "test_speakers", "alphabet", "units", "vocab_size", "lowercase", "strip_punctuation", "sample_rate", "n_mels", "win_ms",
                 "hop_ms", "speed_perturb", "speed_copies", "spec_freq_masks", "spec_freq_width", "spec_time_masks", "spec_time_width", "arch", "d_model",
                 "n_heads", "n_layers", "d_ff", "dropout", "conv_channels", "ctc_weight", "decoder_layers",
                 "audio_column", "text_column", "speaker_column", "max_seconds", "baseline")
