@@ -1,9 +1,9 @@
 #!/usr/bin/env python
-"""Recipe: speech recognition (CTC over characters) with the core Transformer encoder.
+"""Recipe: speech recognition (CTC over characters or BPE units) with the core Transformer encoder.
 
     python recipes/speech.py                                   # built-in espeak-ng speech (3,000 clips)
     python recipes/speech.py --data ../shared/data/fsdd --sample-rate 8000 --n-mels 40 \\
-        --test-speakers theo                                   # FSDD connected digits, held-out speaker
+        --test-speakers theo --units bpe                       # FSDD connected digits, held-out speaker
     python recipes/speech.py --data my_audiofolder/ --alphabet auto --decode beam
     python recipes/speech.py --ctc-weight 0.3 --decode joint   # hybrid CTC/attention, joint rescoring
     python recipes/speech.py --help                            # every option
