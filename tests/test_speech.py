@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -9,7 +10,9 @@ import pytest
 import soundfile as sf
 import torch
 import torch.nn.functional as F
+from torch import Tensor
 
+from panformer.core import TransformerConfig
 from panformer.core.errors import ConfigError, DataError
 from panformer.tasks.cli import load_run, main
 from panformer.tasks.speech.arguments import normalize_transcript
@@ -17,7 +20,8 @@ from panformer.tasks.speech.ctc import (Lexicon, collapse_alignment, ctc_beam_de
                               ctc_scores)
 from panformer.tasks.speech.data import connect_digits, espeak_corpus, load_source, read_fsdd
 from panformer.tasks.speech.espeak import ESPEAK_RATE, espeak_synthesize
-from panformer.tasks.speech.frontend import (Conv2dSubsampling, LogMelFrontend, read_audio, resample, spec_augment,
+from panformer.tasks.speech.model import SpeechRecognizer
+from panformer.tasks.speech.frontend import (Conv2dSubsampling, LogMelFrontend, MelWarp, read_audio, resample, spec_augment,
                                    speed_perturb, subsampled_lengths)
 
 FSDD = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "fsdd"
@@ -72,6 +76,40 @@ def test_spec_augment_masks_within_lengths_only():
     y = spec_augment(x, lens, freq_masks=2, freq_width=10, time_masks=0, generator=g)
     zero_bins = (y == 0).all(1)  # (B, F)
     assert (zero_bins.sum(1) <= 20).all() and zero_bins.any()
+
+
+def test_mel_warp_moves_a_tone_to_alpha_times_its_frequency():
+    sr, n_mels = 8000, 40
+    fe, warp = LogMelFrontend(sr, n_mels), MelWarp(sr, n_mels, max_warp=0.2)
+    t = torch.arange(sr // 2) / sr
+
+    def tone(hz: float) -> Tensor:  # (1, T, F) log-mel of a pure tone
+        return fe.log_mel(torch.sin(2 * math.pi * hz * t))[None]
+
+    assert torch.allclose(warp.warp(tone(900.0), torch.tensor([1.0])), tone(900.0), atol=1e-4)  # 1 = identity
+    for alpha in (0.85, 1.15):  # below the knee (0.6 x 4 kHz x min(a, 1) / a) f -> a f: the peak follows
+        moved = warp.warp(tone(900.0), torch.tensor([alpha]))
+        # the peak bin of the warped tone is that of a tone at a x 900 Hz; bins there are ~60 Hz wide, so
+        # the linear interpolation between bins cannot move it by more than one
+        assert abs(int(moved.mean(1).argmax()) - int(tone(alpha * 900.0).mean(1).argmax())) <= 1
+        assert int(moved.mean(1).argmax()) != int(tone(900.0).mean(1).argmax())
+    bins = warp.source_bins(torch.tensor([0.8, 0.9, 1.1, 1.2])).float()
+    assert (bins.diff(dim=1) >= 0).all() and bins.min() >= 0 and bins.max() <= n_mels - 1  # monotone, in range
+    assert torch.allclose(bins[:, -1], torch.full((4,), n_mels - 1.0), atol=0.5)  # the band edge stays put
+
+
+def test_vtlp_only_in_training_and_not_in_the_checkpoint():
+    cfg = TransformerConfig(d_model=32, n_heads=2, n_layers=1, d_ff=64, dropout=0.0, norm_first=True)
+    plain = SpeechRecognizer(cfg, n_mels=40, vocab_size=12, spec_augment=None)
+    warped = SpeechRecognizer(cfg, n_mels=40, vocab_size=12, spec_augment=None, freq_warp=MelWarp(8000, 40, 0.1))
+    assert plain.state_dict().keys() == warped.state_dict().keys()
+    warped.load_state_dict(plain.state_dict())
+    x, lens = torch.randn(2, 50, 40), torch.tensor([50, 40])
+    plain.eval(), warped.eval()
+    assert torch.equal(plain(x, lens)["ctc_log_probs"], warped(x, lens)["ctc_log_probs"])  # eval: no warp
+    warped.train()
+    torch.manual_seed(0)
+    assert not torch.allclose(warped.encode(x, lens)[0], plain.train().encode(x, lens)[0])
 
 
 def test_read_audio_mixes_stereo_and_rejects_corrupt(tmp_path):
@@ -368,4 +406,5 @@ def test_bad_input_is_reported_clearly(tmp_path, capsys):
     _fails(tmp_path, capsys, ["--data", str(_manifest(tmp_path, good + [("g1.wav", "call 911")])), "--units", "bpe",
                               "--vocab-size", "64"], "'19'")  # checked before BPE would learn units from them
     _fails(tmp_path, capsys, ["--data", str(_manifest(tmp_path, good)), "--test-speakers", "zed"], "zed")
+    _fails(tmp_path, capsys, ["--data", str(_manifest(tmp_path, good)), "--vtlp", "0.6"], "--vtlp")
     _fails(tmp_path, capsys, ["--data", str(tmp_path / "missing.csv")], "missing.csv")

@@ -25,7 +25,7 @@ from .arguments import MODEL_FIELDS, SpeechArguments, normalize_transcript
 from .data import Utterance, connect_digits, espeak_corpus, is_fsdd_folder, load_source, read_fsdd
 from .ctc import Lexicon
 from .decode import decode_batch, speech_metrics, write_predictions
-from .frontend import LogMelFrontend, read_audio, resample, speed_perturb, subsampled_lengths
+from .frontend import LogMelFrontend, MelWarp, read_audio, resample, speed_perturb, subsampled_lengths
 from .model import SpeechRecognizer
 
 __all__ = ["SpeechTask", "SpeechArguments", "SpeechRecognizer"]
@@ -143,6 +143,8 @@ class SpeechTask(Task):
             raise ConfigError("--speed-copies makes copies at new speeds: it needs --speed-perturb above 0")
         if not 0.0 <= a.speed_perturb < 0.5:
             raise ConfigError(f"--speed-perturb must be in [0, 0.5), got {a.speed_perturb}")
+        if not 0.0 <= a.vtlp < 0.5:
+            raise ConfigError(f"--vtlp must be in [0, 0.5), got {a.vtlp}")
         if a.speed_perturb > 0 and a.speed_copies > 1:
             self.splits["train"] = self.splits["train"] * a.speed_copies
         self.texts = {k: [self._normalize(u) for u in v] for k, v in self.splits.items()}
@@ -333,8 +335,11 @@ class SpeechTask(Task):
             raise ConfigError(f"--arch must be transformer, lstm or gru, got {arch!r}")
         encoder = None if arch == "transformer" else RNNEncoder(
             RNNConfig(d_model=a.d_model, n_layers=a.n_layers, cell=arch, bidirectional=True, dropout=a.dropout))
+        vtlp = getattr(a, "vtlp", 0.0)  # runs saved before --vtlp existed have none
+        warp = MelWarp(a.sample_rate, a.n_mels, vtlp) if vtlp > 0 else None
         return SpeechRecognizer(cfg, a.n_mels, self.tokenizer.vocab_size, self.tokenizer.pad_id, a.conv_channels,
-                                attention_decoder=a.ctc_weight < 1.0, spec_augment=aug, encoder=encoder)
+                                attention_decoder=a.ctc_weight < 1.0, spec_augment=aug, encoder=encoder,
+                                freq_warp=warp)
 
     def _losses(self, model: nn.Module, batch: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
         a = self.args

@@ -56,6 +56,9 @@ class SpeechArguments:
                 "perturbation; one factor per training utterance and copy, drawn from --seed); 0 = off"})
     speed_copies: int = field(default=1, metadata={
         "help": "with --speed-perturb: featurise the training split this many times, each copy at new speeds"})
+    vtlp: float = field(default=0.0, metadata={
+        "help": "vocal tract length perturbation: each training utterance's frequency axis is scaled by a new random "
+                "factor in [1 - x, 1 + x] every time it is seen (Jaitly & Hinton 2013; e.g. 0.1); 0 = off"})
     spec_freq_masks: int = field(default=2, metadata={"help": "SpecAugment frequency masks per utterance (training only)"})
     spec_freq_width: int = field(default=15, metadata={"help": "SpecAugment: widest frequency mask (mel bins)"})
     spec_time_masks: int = field(default=2, metadata={"help": "SpecAugment time masks per utterance"})
@@ -85,6 +88,6 @@ class SpeechArguments:
 
 MODEL_FIELDS = ("builtin_size", "builtin_kind", "builtin_seed", "fsdd_mode", "connected_repeats", "connected_max_digits",
                 "test_speakers", "alphabet", "units", "vocab_size", "lowercase", "strip_punctuation", "sample_rate", "n_mels", "win_ms",
-                "hop_ms", "speed_perturb", "speed_copies", "spec_freq_masks", "spec_freq_width", "spec_time_masks", "spec_time_width", "arch", "d_model",
+                "hop_ms", "speed_perturb", "speed_copies", "vtlp", "spec_freq_masks", "spec_freq_width", "spec_time_masks", "spec_time_width", "arch", "d_model",
                 "n_heads", "n_layers", "d_ff", "dropout", "conv_channels", "ctc_weight", "decoder_layers",
                 "audio_column", "text_column", "speaker_column", "max_seconds", "baseline")

@@ -1,5 +1,5 @@
 """Audio front end: reading and resampling audio, log-mel features with per-utterance normalisation,
-SpecAugment and the 4x convolutional subsampling that feeds the core encoder.
+SpecAugment, vocal tract length perturbation (:class:`MelWarp`) and the 4x convolutional subsampling that feeds the core encoder.
 
 Frame arithmetic (``center=False``): a clip of N samples gives ``1 + (N - n_fft) // hop`` feature frames
 (``n_fft``: the window length rounded up to a power of two); two 3x3 stride-2 convolutions turn L frames
@@ -17,10 +17,11 @@ from torch import Tensor, nn
 
 from panformer.core.errors import DataError
 
-__all__ = ["read_audio", "decode_audio_bytes", "resample", "speed_perturb", "LogMelFrontend", "spec_augment", "Conv2dSubsampling",
+__all__ = ["read_audio", "decode_audio_bytes", "resample", "speed_perturb", "LogMelFrontend", "spec_augment", "MelWarp", "Conv2dSubsampling",
            "subsampled_lengths", "MIN_FRAMES"]
 
 MIN_FRAMES = 7  # feature frames needed for one position after 4x subsampling
+F_MIN = 20.0  # Hz, lowest edge of the mel filterbank (the highest is the Nyquist frequency)
 
 
 def _mono(data: np.ndarray) -> np.ndarray:
@@ -99,7 +100,7 @@ class LogMelFrontend(nn.Module):
         self.hop = int(round(sample_rate * hop_ms / 1000))
         self.n_fft = n_fft = 1 << (self.win - 1).bit_length()
         self.mel = AT.MelSpectrogram(sample_rate=sample_rate, n_fft=n_fft, win_length=self.win, hop_length=self.hop,
-                                     n_mels=n_mels, center=False, power=2.0, f_min=20.0, f_max=sample_rate / 2)
+                                     n_mels=n_mels, center=False, power=2.0, f_min=F_MIN, f_max=sample_rate / 2)
 
     def num_frames(self, num_samples: int) -> int:
         """Feature frames for a clip of ``num_samples`` (0 when shorter than one FFT frame)."""
@@ -151,6 +152,61 @@ def spec_augment(feats: Tensor, lengths: Tensor, freq_masks: int = 2, freq_width
         t_mask &= torch.arange(T)[None, :] < lens[:, None]
         out = out.masked_fill(t_mask[:, :, None].to(dev), 0.0)
     return out
+
+
+def _hz_to_mel(f: Tensor) -> Tensor:  # HTK mel scale, torchaudio's default
+    return 2595.0 * torch.log10(1.0 + f / 700.0)
+
+
+class MelWarp(nn.Module):
+    """Vocal tract length perturbation (Jaitly & Hinton 2013) on mel features: each utterance's frequency
+    axis is scaled by its own factor a drawn from [1 - max_warp, 1 + max_warp], piecewise linearly so that
+    the band edge stays put (f -> a f up to ``boundary`` x Nyquist x min(a, 1) / a, then a straight line to
+    the Nyquist frequency). Mel bin centre g of the output reads the input at the frequency that the warp
+    maps to g, interpolated linearly between bins. It has no parameters or buffers (checkpoints do not
+    change) and runs on the fly, so every epoch hears other speakers' vocal tracts.
+
+    feats (B, T, F) → warped (B, T, F); ``F`` must equal ``n_mels``.
+    """
+
+    def __init__(self, sample_rate: int, n_mels: int, max_warp: float, boundary: float = 0.6,
+                 f_min: float = F_MIN) -> None:
+        super().__init__()
+        if not 0.0 < max_warp < 0.5:
+            raise ValueError(f"max_warp must be in (0, 0.5), got {max_warp}")
+        self.nyquist, self.n_mels, self.max_warp, self.boundary = sample_rate / 2, n_mels, max_warp, boundary
+        m = torch.linspace(float(_hz_to_mel(torch.tensor(f_min))), float(_hz_to_mel(torch.tensor(self.nyquist))),
+                           n_mels + 2, dtype=torch.float64)
+        self._mel_lo, self._mel_step = float(m[1]), float(m[1] - m[0])  # centre of bin 0, spacing
+        self._centres_hz = 700.0 * (10.0 ** (m[1:-1] / 2595.0) - 1.0)  # (F,) float64
+
+    def source_bins(self, alpha: Tensor) -> Tensor:
+        """alpha (B,) warp factors → (B, F) fractional input bin read by each output bin."""
+        g = self._centres_hz[None, :]  # (1, F) output frequencies
+        a = alpha.double()[:, None]  # (B, 1)
+        n = self.nyquist
+        f0 = self.boundary * n * torch.clamp(a, max=1.0) / a  # the warp's knee, in input Hz
+        low = g / a  # inverse of f -> a f below the knee
+        high = f0 + (g - a * f0) * (n - f0) / (n - a * f0)  # inverse of the line from (f0, a f0) to (n, n)
+        src = torch.where(g <= a * f0, low, high)
+        return ((_hz_to_mel(src) - self._mel_lo) / self._mel_step).clamp(0, self.n_mels - 1)
+
+    def forward(self, feats: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """Warp each utterance by a factor drawn uniformly from [1 - max_warp, 1 + max_warp]."""
+        alpha = 1.0 + (torch.rand(feats.size(0), generator=generator, dtype=torch.float64) * 2 - 1) * self.max_warp
+        return self.warp(feats, alpha)
+
+    def warp(self, feats: Tensor, alpha: Tensor) -> Tensor:
+        """feats (B, T, F), alpha (B,) → (B, T, F): a tone at f Hz (below the knee) moves to alpha x f Hz."""
+        B, T, F = feats.shape
+        if F != self.n_mels:
+            raise ValueError(f"MelWarp was built for {self.n_mels} mel bins, got features with {F}")
+        pos = self.source_bins(alpha).to(feats.device)  # (B, F)
+        lo = pos.floor().long().clamp(max=F - 2)
+        w = (pos - lo).to(feats.dtype)[:, None, :]  # (B, 1, F)
+        idx = lo[:, None, :].expand(B, T, F)
+        left, right = feats.gather(2, idx), feats.gather(2, idx + 1)
+        return left + w * (right - left)
 
 
 def subsampled_lengths(frames: Tensor) -> Tensor:

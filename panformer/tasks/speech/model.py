@@ -12,7 +12,7 @@ from torch import Tensor, nn
 from panformer.core import Decoder, DecodeState, Encoder, OutputProjection, TokenEmbedding, TransformerConfig
 from panformer.core.masks import lengths_to_padding_mask
 
-from .frontend import Conv2dSubsampling, spec_augment
+from .frontend import Conv2dSubsampling, MelWarp, spec_augment
 
 __all__ = ["SpeechRecognizer"]
 
@@ -24,6 +24,7 @@ class SpeechRecognizer(nn.Module):
         cfg: the core Transformer configuration (encoder, and decoder when ``attention_decoder``).
         n_mels: feature bins. vocab_size: characters + specials; ``blank`` (= the pad id 0) is the CTC blank.
         spec_augment: (freq_masks, freq_width, time_masks, time_width) applied in training only.
+        freq_warp: vocal tract length perturbation (:class:`MelWarp`) applied in training only, before SpecAugment.
         encoder: replaces the core Encoder (e.g. a bidirectional :class:`core.RNNEncoder` baseline); same
             contract: (x (B, T', d), padding_mask (B, T')) → (B, T', d).
     """
@@ -31,10 +32,10 @@ class SpeechRecognizer(nn.Module):
     def __init__(self, cfg: TransformerConfig, n_mels: int, vocab_size: int, blank: int = 0,
                  conv_channels: int = 64, attention_decoder: bool = False,
                  spec_augment: tuple[int, int, int, float] = (2, 15, 2, 0.05),
-                 encoder: nn.Module | None = None) -> None:
+                 encoder: nn.Module | None = None, freq_warp: MelWarp | None = None) -> None:
         super().__init__()
         self.cfg, self.blank, self.vocab_size = cfg, blank, vocab_size
-        self.spec_augment = spec_augment
+        self.spec_augment, self.freq_warp = spec_augment, freq_warp
         self.subsample = Conv2dSubsampling(n_mels, cfg.d_model, conv_channels)
         self.encoder = encoder if encoder is not None else Encoder(cfg)
         self.ctc_head = nn.Linear(cfg.d_model, vocab_size)
@@ -46,6 +47,8 @@ class SpeechRecognizer(nn.Module):
 
     def encode(self, feats: Tensor, feat_lens: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """feats (B, T, F), feat_lens (B,) → memory (B, T', d), enc_lens (B,), padding mask (B, T')."""
+        if self.training and self.freq_warp is not None:
+            feats = self.freq_warp(feats)
         if self.training and self.spec_augment is not None:
             feats = spec_augment(feats, feat_lens, *self.spec_augment)
         x, enc_lens = self.subsample(feats, feat_lens)  # (B, T', d)
