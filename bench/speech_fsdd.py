@@ -7,7 +7,12 @@ utterances are composed, so no recording is heard in two splits. Also reports th
 MFCC + SVM baseline on the same speaker split (the guide: 99.2 % random split, 64 % on ``theo``).
 
     python bench/speech_fsdd.py [--data ../shared/data/fsdd] [--minutes 20] [--threads 2] [--tag full]
-    python bench/speech_fsdd.py --tag sp -- --speed-perturb 0.1   # more `panformer train speech` flags after --
+    python bench/speech_fsdd.py --tag char -- --units char --speed-perturb 0   # more `panformer train speech` flags after --
+
+Its settings (issue 18, BENCHMARKS.md): BPE output units, speed perturbation of +-10 %, and a cosine schedule
+spread over the whole time budget (``--schedule-clock time``; the epoch limit of 200 is never reached in 20
+minutes on the project's CPUs). Before 2026-12-06 it trained characters for 60 epochs with a step-planned cosine
+(``-- --units char --speed-perturb 0 --epochs 60 --schedule-clock steps``: the issue-5 rows).
 
 A model trained with an attention decoder (``--ctc-weight`` below 1) is also scored with ``--decode attention``
 and ``joint`` (no word list either); one that writes BPE units (``--units bpe``) has no word-list decoding.
@@ -56,7 +61,8 @@ def main() -> None:
     run = ROOT / "bench" / "out" / f"speech_fsdd_{a.tag}"
     argv = ["--data", a.data, "--test-speakers", a.speaker, "--sample-rate", "8000", "--n-mels", "40",
             "--threads", str(a.threads), "--precision", a.precision, "--max-time-minutes", str(a.minutes),
-            "--epochs", "60", "--batch-size", "32", "--lr", "1.5e-3", "--warmup-steps", "300",
+            "--epochs", "200", "--schedule-clock", "time",
+            "--units", "bpe", "--speed-perturb", "0.1", "--batch-size", "32", "--lr", "1.5e-3", "--warmup-steps", "300",
             "--connected-repeats", "4", "--eval-every", "200", "--out", str(run), "--overwrite", "--progress", "false", *a.extra]
     machine = describe()  # before the run: CPU, bf16 flags, fp32 speed, load (bench/machine.py)
     t0 = time.time()
