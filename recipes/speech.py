@@ -4,13 +4,14 @@
     python recipes/speech.py                                   # built-in espeak-ng speech (3,000 clips)
     python recipes/speech.py --data ../shared/data/fsdd --sample-rate 8000 --n-mels 40 \\
         --test-speakers theo --units bpe --speed-perturb 0.1 \\
-        --epochs 200                                           # FSDD connected digits, held-out speaker
+        --epochs 200 --schedule-clock time                     # FSDD connected digits, held-out speaker
     python recipes/speech.py --data my_audiofolder/ --alphabet auto --decode beam
     python recipes/speech.py --ctc-weight 0.3 --decode joint   # hybrid CTC/attention, joint rescoring
     python recipes/speech.py --help                            # every option
 
-Same as ``panformer train speech`` with the defaults below; flags override them. On FSDD, ``--epochs 200`` lets the
-cosine run over the whole 20 minutes (``schedule_clock`` first: the time limit comes before the planned steps).
+Same as ``panformer train speech`` with the defaults below; flags override them. On FSDD, ``--epochs 200
+--schedule-clock time`` spreads the cosine over the whole 20 minutes (an explicit ``--epochs`` alone would plan the
+decay over the 200 epochs, which 20 minutes do not reach).
 """
 import sys
 
