@@ -141,13 +141,38 @@ def build_attention_mask(
     return mask
 
 
+def _mask_bias(mask: Tensor, q: Tensor, n_heads: int) -> Tensor:
+    """bool mask (B or 1, 1 or nh, Tq or 1, Tk), True = masked → additive bias for the scores of
+    ``baddbmm``: (Tq or 1, Tk) when the batch shares it, else (B * nh, Tq or 1, Tk). Masked entries get the
+    most negative value of the dtype the product runs in (autocast's, where it is on), so they stay finite."""
+    device = q.device.type
+    compute = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else q.dtype
+    bias = torch.zeros(mask.shape, dtype=q.dtype, device=q.device).masked_fill_(mask, torch.finfo(compute).min)
+    if mask.size(0) == 1 and mask.size(1) == 1:
+        return bias[0, 0]
+    B, Tq, Tk = q.size(0), mask.size(-2), mask.size(-1)
+    return bias.expand(B, n_heads, Tq, Tk).reshape(B * n_heads, Tq, Tk)
+
+
 def _explicit(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, dropout_p: float,
               need_weights: bool = False) -> tuple[Tensor, Tensor | None]:
     """softmax(q k^T / sqrt(hs) masked) v: q (B, nh, Tq, hs), k/v (B, nh, Tk, hs), mask bool True = masked
-    (broadcastable to (B, nh, Tq, Tk)) → (B, nh, Tq, hs) and, with ``need_weights``, the probabilities."""
-    scores = torch.matmul(q, k.transpose(-2, -1)) * (1.0 / math.sqrt(q.size(-1)))  # (B, nh, Tq, Tk)
-    if mask is not None:
-        scores = scores.masked_fill(mask, torch.finfo(scores.dtype).min)
+    (broadcastable to (B, nh, Tq, Tk)) → (B, nh, Tq, hs) and, with ``need_weights``, the probabilities.
+
+    The mask is added as a bias inside the scores' matrix product, which scales them too (``baddbmm``):
+    no separate scaling and masking passes over the (B, nh, Tq, Tk) scores, forward or backward (0.65-0.69x
+    the time of this function's forward + backward at B 32, 6 heads, T 128, bf16 and fp32: BENCHMARKS.md)."""
+    scale = 1.0 / math.sqrt(q.size(-1))
+    if q.dtype != k.dtype:  # mixed inputs (baddbmm takes one dtype): matmul promotes, then mask
+        scores = torch.matmul(q, k.transpose(-2, -1)) * scale  # (B, nh, Tq, Tk)
+        if mask is not None:
+            scores = scores.masked_fill(mask, torch.finfo(scores.dtype).min)
+    else:
+        B, nh, Tq, hs = q.shape
+        Tk = k.size(-2)
+        bias = q.new_zeros(()) if mask is None else _mask_bias(mask, q, nh)
+        scores = torch.baddbmm(bias, q.reshape(B * nh, Tq, hs), k.reshape(B * nh, Tk, hs).transpose(1, 2),
+                               beta=0.0 if mask is None else 1.0, alpha=scale).view(B, nh, Tq, Tk)
     probs = torch.softmax(scores, dim=-1)
     weights = probs if need_weights else None
     if dropout_p > 0:
