@@ -160,8 +160,9 @@ def _explicit(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, dropout_p: f
     (broadcastable to (B, nh, Tq, Tk)) → (B, nh, Tq, hs) and, with ``need_weights``, the probabilities.
 
     The mask is added as a bias inside the scores' matrix product, which scales them too (``baddbmm``):
-    no separate scaling and masking passes over the (B, nh, Tq, Tk) scores, forward or backward (0.65-0.69x
-    the time of this function's forward + backward at B 32, 6 heads, T 128, bf16 and fp32: BENCHMARKS.md)."""
+    no separate scaling and masking passes over the (B, nh, Tq, Tk) scores, forward or backward: with a mask,
+    0.67x the time of this function's forward + backward in bf16 and 0.80x in fp32 at B 32, 6 heads, T 128
+    (bench/attention_mask_bias.py, BENCHMARKS.md)."""
     scale = 1.0 / math.sqrt(q.size(-1))
     if q.dtype != k.dtype:  # mixed inputs (baddbmm takes one dtype): matmul promotes, then mask
         scores = torch.matmul(q, k.transpose(-2, -1)) * scale  # (B, nh, Tq, Tk)
