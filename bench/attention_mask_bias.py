@@ -4,10 +4,12 @@ with the scale as its alpha, ``core.attention._explicit`` since 2026-12-08) agai
 (``matmul``, then a scaling and a ``masked_fill`` pass over the (B, nh, Tq, Tk) scores, as nanoGPT writes it).
 
 Forward + backward of the kernel alone, at the character LM's shape (batch 32, 6 heads, T 128, head size 32)
-with a causal mask, the padded encoder's (key padding) and no mask; the two versions in turns in one process,
+with a causal mask, the padded encoder's (key padding), both (SASRec's: a full-size bias per example) and no
+mask; the two versions in turns in one process,
 so the machine's drift hits both; median of the per-pair ratios.
 
     python bench/attention_mask_bias.py [--threads 2] [--repeats 40]
+    python bench/attention_mask_bias.py --batch 128 --heads 1 --length 50 --head-size 64 --out bench/out/attention_mask_bias_sasrec.json
 """
 from __future__ import annotations
 
@@ -51,6 +53,7 @@ def main() -> None:
     B, nh, T, hs = a.batch, a.heads, a.length, a.head_size
     padding = lengths_to_padding_mask(torch.randint(T // 2, T + 1, (B,)), T)
     masks = {"causal": build_attention_mask(T, T, causal=True), "key_padding": build_attention_mask(T, T, padding),
+             "causal_padding": build_attention_mask(T, T, padding, causal=True),  # (B, 1, T, T): a bias per example
              "none": None}
     base = torch.randn(B, T, 3, nh, hs)  # q, k, v as the fused projection lays them out: (B, T, 3, nh, hs)
     kernels = {"previous": previous, "bias_in_product": lambda q, k, v, m: _explicit(q, k, v, m, 0.0)[0]}

@@ -75,14 +75,16 @@ def _attention_reference(q, k, v, mask):
     return q, k, v, torch.softmax(s, -1) @ v
 
 
+@pytest.mark.parametrize("hs", [4, 8])  # 7 keys: longer than a head of 4 (mask in the product), not of 8 (after)
 @pytest.mark.parametrize("masks", ["none", "causal", "padding", "causal+padding", "per-example"])
-def test_explicit_attention_adds_the_mask_inside_the_product(masks):
-    """The "math" kernel adds the mask as a bias inside ``baddbmm``: same outputs and gradients as the
-    float64 reference for every mask shape the layers build, in fp32 and under bf16 autocast."""
+def test_explicit_attention_adds_the_mask_inside_the_product(masks, hs):
+    """The "math" kernel adds the mask as a bias inside ``baddbmm`` (where the keys outnumber the head size)
+    or masks the scores afterwards: both give the float64 reference's outputs and gradients for every mask
+    shape the layers build, in fp32 and under bf16 autocast."""
     from panformer.core.attention import _explicit, build_attention_mask
 
     torch.manual_seed(0)
-    B, nh, T, hs = 3, 2, 7, 8
+    B, nh, T = 3, 2, 7
     padding = core.lengths_to_padding_mask(torch.tensor([7, 5, 2]), T)
     mask = {"none": None, "causal": build_attention_mask(T, T, causal=True),
             "padding": build_attention_mask(T, T, padding),
@@ -105,11 +107,12 @@ def test_explicit_attention_adds_the_mask_inside_the_product(masks):
     assert (low.double() - ref).abs().max() < 0.06
 
 
-def test_explicit_attention_keeps_fully_masked_queries_finite():
+@pytest.mark.parametrize("hs", [2, 8])  # 4 keys: the mask in the product (head 2) and after it (head 8)
+def test_explicit_attention_keeps_fully_masked_queries_finite(hs):
     """A query that may see no key (padding) gets a finite output in fp32 and bf16, no NaN to propagate."""
     from panformer.core.attention import _explicit
 
-    q, k, v = (torch.randn(2, 2, 4, 8) for _ in range(3))
+    q, k, v = (torch.randn(2, 2, 4, hs) for _ in range(3))
     mask = torch.zeros(2, 1, 4, 4, dtype=torch.bool)
     mask[1, 0, 2:] = True  # example 1: its last two queries see nothing
     for dtype in (torch.float32, torch.bfloat16):

@@ -159,18 +159,21 @@ def _explicit(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, dropout_p: f
     """softmax(q k^T / sqrt(hs) masked) v: q (B, nh, Tq, hs), k/v (B, nh, Tk, hs), mask bool True = masked
     (broadcastable to (B, nh, Tq, Tk)) → (B, nh, Tq, hs) and, with ``need_weights``, the probabilities.
 
-    The mask is added as a bias inside the scores' matrix product, which scales them too (``baddbmm``):
-    no separate scaling and masking passes over the (B, nh, Tq, Tk) scores, forward or backward: with a mask,
-    0.67x the time of this function's forward + backward in bf16 and 0.80x in fp32 at B 32, 6 heads, T 128
-    (bench/attention_mask_bias.py, BENCHMARKS.md)."""
-    scale = 1.0 / math.sqrt(q.size(-1))
-    if q.dtype != k.dtype:  # mixed inputs (baddbmm takes one dtype): matmul promotes, then mask
+    Where the keys outnumber the head size, the mask is added as a bias inside the scores' matrix product,
+    which scales them too (``baddbmm``): no separate scaling and masking passes over the (B, nh, Tq, Tk)
+    scores, forward or backward: with a mask, 0.67-0.74x the time of this function's forward + backward in
+    bf16 and 0.80-0.85x in fp32 at B 32, 6 heads, T 128 (bench/attention_mask_bias.py, BENCHMARKS.md)."""
+    B, nh, Tq, hs = q.shape
+    Tk = k.size(-2)
+    scale = 1.0 / math.sqrt(hs)
+    # The product's alpha moves the scaling onto the gradients of q and k (B, nh, T, hs) in the backward pass:
+    # a gain only where the scores' rows are longer than the head (SASRec's T 50, hs 64: 1.15x slower in bf16).
+    # Mixed dtypes (baddbmm takes one) go through matmul's promotion.
+    if Tk <= hs or q.dtype != k.dtype:
         scores = torch.matmul(q, k.transpose(-2, -1)) * scale  # (B, nh, Tq, Tk)
         if mask is not None:
             scores = scores.masked_fill(mask, torch.finfo(scores.dtype).min)
     else:
-        B, nh, Tq, hs = q.shape
-        Tk = k.size(-2)
         bias = q.new_zeros(()) if mask is None else _mask_bias(mask, q, nh)
         scores = torch.baddbmm(bias, q.reshape(B * nh, Tq, hs), k.reshape(B * nh, Tk, hs).transpose(1, 2),
                                beta=0.0 if mask is None else 1.0, alpha=scale).view(B, nh, Tq, Tk)
